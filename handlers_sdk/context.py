@@ -1,0 +1,193 @@
+"""The handler's view of its invocation: durable steps and deterministic helpers."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import sys
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+
+import msgspec
+
+from handlers_sdk.errors import JournalMismatchError, TerminalError
+from handlers_sdk.protocol import Failure, RunEntry
+from handlers_sdk.serde import from_json, to_json
+
+if TYPE_CHECKING:
+    from handlers_sdk.attempt import Attempt
+
+__all__ = ["Context", "RunOptions"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Retry policy of one `ctx.run` step, as Restate's ``RunOptions``.
+
+    With no field set, a failing step fails the attempt and the proxy retries the whole
+    invocation with its own policy. With any field set, the step is retried in place, and once
+    `max_attempts` or `max_duration` is exhausted it fails terminally (the failure is journaled).
+    """
+
+    max_attempts: int | None = None
+    max_duration: timedelta | None = None
+    initial_retry_interval: timedelta = timedelta(milliseconds=50)
+    max_retry_interval: timedelta = timedelta(seconds=10)
+    retry_interval_factor: float = 2.0
+
+    def retries_in_place(self) -> bool:
+        """True when the step retries itself rather than failing the attempt."""
+        return self.max_attempts is not None or self.max_duration is not None
+
+
+_return_types: dict[Any, Any] = {}
+
+
+def _return_type(fn: Callable[..., Any]) -> Any:
+    """The annotated return type of `fn` (cached), used to decode its journaled value."""
+    try:
+        return _return_types[fn]
+    except (KeyError, TypeError):
+        pass
+    try:
+        hint = get_type_hints(fn).get("return", Any)
+    except Exception:  # noqa: BLE001 - unresolvable annotations just mean "plain JSON"
+        hint = Any
+    if hint is None or hint is type(None):
+        hint = Any
+    try:
+        _return_types[fn] = hint
+    except TypeError:  # unhashable callable
+        pass
+    return hint
+
+
+class Context:
+    """Passed to every handler: `run` journals a step; `random`/`uuid` are replay-safe."""
+
+    def __init__(self, attempt: Attempt) -> None:
+        self._attempt = attempt
+        request = attempt.request
+        self._random = random.Random(request.random_seed)
+
+    @property
+    def invocation_id(self) -> str:
+        """The id of this invocation (``inv_...``)."""
+        return self._attempt.request.invocation_id
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the ingress request carried (minus hop-by-hop ones)."""
+        return self._attempt.request.headers
+
+    def random(self) -> random.Random:
+        """A random generator seeded per invocation: the same sequence on every replay."""
+        return self._random
+
+    def uuid(self) -> uuid.UUID:
+        """A UUID drawn from `random()`: the same on every replay."""
+        return uuid.UUID(int=self._random.getrandbits(128), version=4)
+
+    async def run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        options: RunOptions | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run `fn(*args, **kwargs)` once, durably, and return its (JSON round-tripped) value.
+
+        Sync functions run in a worker thread. On replay the journaled value is returned without
+        calling `fn`. The value is decoded into `fn`'s annotated return type when it has one.
+
+        Raises:
+            TerminalError: `fn` raised one, or in-place retries were exhausted.
+            JournalMismatchError: the journal holds another operation at this position.
+        """
+        attempt = self._attempt
+        index = attempt.replay.allocate()
+        result_type = _return_type(fn)
+        try:
+            recorded = attempt.replay.match_run(index, name)
+        except JournalMismatchError as exc:
+            # Remembered so that user code catching it cannot turn a mismatch into success.
+            attempt.mismatch = exc
+            raise
+        if recorded is None:
+            caller = sys._getframe(1)
+            source = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+            attempt.step_started()
+            try:
+                entry = await _execute(name, fn, args, kwargs, options, source)
+            finally:
+                attempt.step_finished()
+            recorded = await attempt.commit(index, entry)
+        if recorded.failure is not None:
+            raise TerminalError(recorded.failure.message, recorded.failure.code)
+        try:
+            return from_json(recorded.value, result_type)
+        except msgspec.ValidationError as exc:
+            raise TerminalError(f"step {name!r}: journaled value does not fit {result_type}: {exc}")
+
+
+async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call `fn`; sync functions go to a worker thread so they never block the event loop."""
+    if inspect.iscoroutinefunction(fn):
+        return await fn(*args, **kwargs)
+    result = await asyncio.to_thread(fn, *args, **kwargs)
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+async def _execute(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: RunOptions | None,
+    source: str,
+) -> RunEntry:
+    """Run a step body with its retry policy and turn the result into a journal entry."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    tries = 0
+    delay = options.initial_retry_interval.total_seconds() if options else 0.0
+    while True:
+        tries += 1
+        try:
+            value = await _call(fn, args, kwargs)
+        except TerminalError as exc:
+            return RunEntry(
+                name=name, failure=Failure(code=exc.status_code, message=exc.message), source=source
+            )
+        except Exception as exc:
+            if options is None or not options.retries_in_place():
+                raise
+            out_of_tries = options.max_attempts is not None and tries >= options.max_attempts
+            out_of_time = (
+                options.max_duration is not None
+                and loop.time() + delay - started > options.max_duration.total_seconds()
+            )
+            if out_of_tries or out_of_time:
+                message = f"step {name!r} failed after {tries} attempts: {exc!r}"
+                return RunEntry(name=name, failure=Failure(code=500, message=message), source=source)
+            await asyncio.sleep(delay)
+            delay = min(
+                delay * options.retry_interval_factor,
+                options.max_retry_interval.total_seconds(),
+            )
+            continue
+        try:
+            raw = to_json(value)
+        except (TypeError, msgspec.EncodeError) as exc:
+            message = f"step {name!r} returned a value that is not JSON-serialisable: {exc}"
+            return RunEntry(name=name, failure=Failure(code=500, message=message), source=source)
+        return RunEntry(name=name, value=msgspec.Raw(raw), source=source)

@@ -1,0 +1,217 @@
+"""The wire contract between the proxy and handler services (version 1).
+
+Everything that crosses the proxy <-> handler boundary is one of the msgspec Structs below,
+encoded as JSON. The proxy imports this module; a handler service needs nothing but msgspec.
+`docs/protocol.md` describes the exchange in prose for SDK authors in other languages.
+
+Rules for evolving it: new fields go last and have defaults; a change that an old peer cannot
+ignore bumps `PROTOCOL_VERSION`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+__all__ = [
+    "ACK_PATH",
+    "CONTENT_TYPE",
+    "NULL",
+    "PROTOCOL_VERSION",
+    "AppendRequest",
+    "AppendResponse",
+    "Completed",
+    "Entry",
+    "Errored",
+    "Failed",
+    "Failure",
+    "HandlerInfo",
+    "InvokeRequest",
+    "JournalItem",
+    "Manifest",
+    "Outcome",
+    "RunEntry",
+    "ServiceInfo",
+    "Suspended",
+    "decode_append",
+    "decode_entry",
+    "decode_invoke",
+    "decode_manifest",
+    "decode_outcome",
+    "encode",
+]
+
+PROTOCOL_VERSION = 1
+CONTENT_TYPE = "application/json"
+#: Path of the step-ack endpoint, relative to the callback base URL in the invoke request.
+ACK_PATH = "/internal/v1/entries"
+#: The JSON ``null`` value, the default of every raw payload.
+NULL = msgspec.Raw(b"null")
+
+Mode = Literal["ack", "suspend"]
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base of every wire struct: immutable, keyword-only, defaults left off the wire."""
+
+
+class Failure(_Wire, kw_only=True):
+    """A terminal failure: an HTTP-like status code and a message."""
+
+    code: int = 500
+    message: str
+
+
+class RunEntry(_Wire, tag="run", kw_only=True):
+    """The journaled outcome of one `ctx.run` step: its JSON value, or a terminal failure."""
+
+    name: str
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    #: ``file:line`` of the call site, for mismatch diagnostics. Not compared on replay.
+    source: str = ""
+
+
+#: A journal entry. Later protocol versions add variants (sleep, call, awakeable, state).
+Entry = RunEntry
+
+
+class JournalItem(_Wire, kw_only=True):
+    """One journal entry at its index (index = creation order of the operation)."""
+
+    index: int
+    entry: Entry
+
+
+class InvokeRequest(_Wire, kw_only=True):
+    """Body of ``POST /invoke/{service}/{handler}``: everything the handler needs to run or replay."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    invocation_id: str
+    service: str
+    handler: str
+    key: str = ""
+    input: msgspec.Raw = NULL
+    journal: list[JournalItem] = []
+    attempt: int
+    token: str
+    #: Base URL of the proxy's callback API; empty means the handler must use suspend mode.
+    callback_url: str = ""
+    random_seed: int = 0
+    headers: dict[str, str] = {}
+
+
+class AppendRequest(_Wire, kw_only=True):
+    """Body of ``POST {callback_url}/internal/v1/entries``: one new entry from the current attempt."""
+
+    invocation_id: str
+    attempt: int
+    token: str
+    index: int
+    entry: Entry
+
+
+class AppendResponse(_Wire, kw_only=True):
+    """The proxy's answer to an append, sent only after the entry is committed."""
+
+    index: int
+
+
+class Completed(_Wire, tag="completed", kw_only=True):
+    """The handler returned ``value``; ``entries`` are new entries not yet acknowledged."""
+
+    value: msgspec.Raw = NULL
+    entries: list[JournalItem] = []
+
+
+class Failed(_Wire, tag="failed", kw_only=True):
+    """The handler raised a terminal error: the invocation fails without retry."""
+
+    failure: Failure
+    entries: list[JournalItem] = []
+
+
+class Suspended(_Wire, tag="suspended", kw_only=True):
+    """The handler ended the request early; re-invoke it once ``entries`` are committed."""
+
+    entries: list[JournalItem] = []
+    #: Journal indexes the handler waits on; empty means "re-invoke at once".
+    waiting_on: list[int] = []
+
+
+class Errored(_Wire, tag="error", kw_only=True):
+    """The attempt failed with a retryable error, or one that must pause the invocation."""
+
+    code: int = 500
+    message: str
+    stacktrace: str = ""
+    retry_after_ms: int | None = None
+    behavior: Literal["retry", "pause"] = "retry"
+    related_index: int | None = None
+    related_name: str = ""
+    entries: list[JournalItem] = []
+
+
+Outcome = Completed | Failed | Suspended | Errored
+
+
+class HandlerInfo(_Wire, kw_only=True):
+    """A handler as announced by discovery."""
+
+    name: str
+    kind: Literal["exclusive", "shared", "workflow", ""] = ""
+
+
+class ServiceInfo(_Wire, kw_only=True):
+    """A service as announced by discovery."""
+
+    name: str
+    type: Literal["service", "object", "workflow"] = "service"
+    handlers: list[HandlerInfo] = []
+
+
+class Manifest(_Wire, kw_only=True):
+    """Body of ``GET /discovery``."""
+
+    protocol_version: int = PROTOCOL_VERSION
+    mode: Mode = "ack"
+    services: list[ServiceInfo] = []
+
+
+_encoder = msgspec.json.Encoder()
+_invoke_decoder = msgspec.json.Decoder(InvokeRequest)
+_append_decoder = msgspec.json.Decoder(AppendRequest)
+_outcome_decoder = msgspec.json.Decoder(Outcome)
+_manifest_decoder = msgspec.json.Decoder(Manifest)
+_entry_decoder = msgspec.json.Decoder(Entry)
+
+
+def encode(message: msgspec.Struct) -> bytes:
+    """Encode any wire struct as JSON."""
+    return _encoder.encode(message)
+
+
+def decode_invoke(data: bytes) -> InvokeRequest:
+    """Decode an invoke request (raises msgspec errors or RecursionError on bad input)."""
+    return _invoke_decoder.decode(data)
+
+
+def decode_append(data: bytes) -> AppendRequest:
+    """Decode a step append."""
+    return _append_decoder.decode(data)
+
+
+def decode_outcome(data: bytes) -> Outcome:
+    """Decode a handler's response body."""
+    return _outcome_decoder.decode(data)
+
+
+def decode_manifest(data: bytes) -> Manifest:
+    """Decode a discovery manifest."""
+    return _manifest_decoder.decode(data)
+
+
+def decode_entry(data: bytes) -> Entry:
+    """Decode one stored journal entry."""
+    return _entry_decoder.decode(data)

@@ -1,0 +1,94 @@
+"""``python -m proxy``: run the ingress and admin servers in one process over one data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator, Sequence
+
+import uvicorn
+
+from proxy.app import create_app
+from proxy.config import Settings, settings_from
+from proxy.store import StoreLocked
+
+__all__ = ["main"]
+
+log = logging.getLogger("proxy")
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to `serve` below (two servers, one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _config(app: object, settings: Settings, port: int) -> uvicorn.Config:
+    try:
+        import uvloop  # noqa: F401
+
+        loop = "uvloop"
+    except ImportError:  # pragma: no cover - uvloop is in the proxy extra
+        loop = "asyncio"
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=settings.host,
+        port=port,
+        loop=loop,
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
+async def serve(settings: Settings) -> None:
+    """Start the runtime and both servers; on SIGTERM/SIGINT stop accepting, drain, exit."""
+    apps = create_app(settings)
+    try:
+        await apps.runtime.start()
+    except StoreLocked as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    ingress = _Server(_config(apps.ingress, settings, settings.ingress_port))
+    admin = _Server(_config(apps.admin, settings, settings.admin_port))
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        ingress.should_exit = True
+        admin.should_exit = True
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        await asyncio.gather(ingress.serve(), admin.serve())
+    finally:
+        await apps.runtime.stop()
+        log.info("proxy stopped")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point."""
+    settings = settings_from(argv)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        import uvloop
+
+        uvloop.run(serve(settings))
+    except ImportError:  # pragma: no cover
+        asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

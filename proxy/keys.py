@@ -1,0 +1,51 @@
+"""LMDB key codecs: big-endian integers, NUL-joined parts, sha256 for user-supplied keys."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import struct
+
+__all__ = [
+    "idempotency_key",
+    "invocation_key",
+    "journal_key",
+    "journal_prefix",
+    "new_invocation_id",
+    "split_journal_key",
+]
+
+_BE32 = struct.Struct(">I")
+
+
+def new_invocation_id(now_ms: int, entropy: bytes | None = None) -> str:
+    """A fresh ``inv_...`` id: 48-bit milliseconds then 80 random bits, so ids sort by creation."""
+    raw = now_ms.to_bytes(6, "big") + (entropy if entropy is not None else os.urandom(10))
+    return "inv_" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
+def invocation_key(invocation_id: str) -> bytes:
+    """Key of an invocation's rows (ids are short ASCII, well under LMDB's 511-byte limit)."""
+    return invocation_id.encode("ascii")
+
+
+def journal_prefix(invocation_id: str) -> bytes:
+    """Prefix shared by every journal row of one invocation."""
+    return invocation_id.encode("ascii") + b"\x00"
+
+
+def journal_key(invocation_id: str, index: int) -> bytes:
+    """Key of one journal entry: id, NUL, big-endian index (so a cursor walks them in order)."""
+    return journal_prefix(invocation_id) + _BE32.pack(index)
+
+
+def split_journal_key(key: bytes) -> tuple[str, int]:
+    """Inverse of `journal_key`."""
+    return key[:-5].decode("ascii"), _BE32.unpack(key[-4:])[0]
+
+
+def idempotency_key(service: str, handler: str, key: str, idempotency: str) -> bytes:
+    """Index key of an idempotency key, hashed because user keys can exceed 511 bytes."""
+    joined = "\x00".join((service, handler, key, idempotency)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(joined).digest()

@@ -1,0 +1,116 @@
+"""Deployments and services: discovery of handler services and the in-memory routing table."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import msgspec
+
+from handlers_sdk.protocol import PROTOCOL_VERSION, Manifest, decode_manifest
+from proxy.clock import Clock
+from proxy.errors import BadRequest, NotFound, Unavailable
+from proxy.journal import DeploymentRecord, ServiceRecord, decode_record, encode_record
+from proxy.store import Store
+from proxy.transport import Transport, TransportError
+from proxy.writer import Txn, Writer
+
+__all__ = ["Registry", "deployment_id"]
+
+log = logging.getLogger("proxy.registry")
+
+
+def deployment_id(uri: str) -> str:
+    """A stable id per URI, so registering the same URI again updates it in place."""
+    return "dp_" + hashlib.sha256(uri.encode()).hexdigest()[:20]
+
+
+class Registry:
+    """Knows which services exist, their handlers, and where they are served."""
+
+    def __init__(self, store: Store, writer: Writer, transport: Transport, clock: Clock, timeout: float) -> None:
+        self._store = store
+        self._writer = writer
+        self._transport = transport
+        self._clock = clock
+        self._timeout = timeout
+        self.services: dict[str, ServiceRecord] = {}
+        self.deployments: dict[str, DeploymentRecord] = {}
+
+    def load(self) -> None:
+        """Read every deployment and service from the store."""
+        with self._store.read() as txn:
+            for _, value in txn.cursor(db=self._store.dbs["deployments"]):
+                dep = decode_record(value, DeploymentRecord)
+                assert isinstance(dep, DeploymentRecord)
+                self.deployments[dep.id] = dep
+            for _, value in txn.cursor(db=self._store.dbs["services"]):
+                svc = decode_record(value, ServiceRecord)
+                assert isinstance(svc, ServiceRecord)
+                self.services[svc.name] = svc
+
+    def service(self, name: str) -> ServiceRecord:
+        """A registered service, or NotFound."""
+        svc = self.services.get(name)
+        if svc is None:
+            raise NotFound(f"service '{name}' not found")
+        return svc
+
+    def deployment_for(self, service: str, pinned: str = "") -> DeploymentRecord | None:
+        """The deployment an attempt goes to: the pinned one if still known, else the latest."""
+        if pinned and pinned in self.deployments:
+            return self.deployments[pinned]
+        svc = self.services.get(service)
+        return self.deployments.get(svc.deployment_id) if svc else None
+
+    async def discover(self, uri: str) -> Manifest:
+        """Ask a handler service what it serves."""
+        url = uri.rstrip("/") + "/discovery"
+        try:
+            response = await self._transport.request("GET", url, timeout=self._timeout)
+        except TransportError as exc:
+            raise Unavailable(f"cannot reach {url}: {exc}") from exc
+        if response.status != 200:
+            raise BadRequest(f"discovery at {url} answered {response.status}")
+        try:
+            manifest = decode_manifest(response.body)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+            raise BadRequest(f"discovery at {url} sent a bad manifest: {exc}") from exc
+        if manifest.protocol_version != PROTOCOL_VERSION:
+            raise BadRequest(f"{url} speaks protocol {manifest.protocol_version}, not {PROTOCOL_VERSION}")
+        return manifest
+
+    async def register(self, uri: str) -> tuple[DeploymentRecord, list[ServiceRecord]]:
+        """Discover `uri` and make it the serving deployment of its services. Returns after commit."""
+        uri = uri.rstrip("/")
+        if not uri.startswith(("http://", "https://")):
+            raise BadRequest("uri must be an http:// or https:// URL")
+        manifest = await self.discover(uri)
+        dep = DeploymentRecord(
+            id=deployment_id(uri),
+            uri=uri,
+            mode=manifest.mode,
+            services=[s.name for s in manifest.services],
+            created_ms=self._clock.now_ms(),
+        )
+        services = [
+            ServiceRecord(
+                name=s.name,
+                type=s.type,
+                handlers={h.name: h.kind for h in s.handlers},
+                deployment_id=dep.id,
+            )
+            for s in manifest.services
+        ]
+
+        def write(txn: Txn) -> None:
+            txn.put("deployments", dep.id.encode(), encode_record(dep))
+            for svc in services:
+                txn.put("services", svc.name.encode(), encode_record(svc))
+
+        await self._writer.submit(write)
+        self.deployments[dep.id] = dep
+        for svc in services:
+            self.services[svc.name] = svc
+        log.info("registered deployment %s at %s: %s", dep.id, uri, ", ".join(dep.services))
+        return dep, services

@@ -1,0 +1,210 @@
+"""The running proxy: owns the store, the writer, the registry and the invoker, and glues them.
+
+Ingress and admin routes call into a Runtime; nothing else holds state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import cast
+
+from proxy.clock import Clock, SystemClock
+from proxy.config import Settings
+from proxy.errors import NotFound
+from proxy.invoker import Invoker, new_token, read_record
+from proxy.journal import InvocationRecord, decode_record, encode_record
+from proxy.keys import idempotency_key, invocation_key, new_invocation_id
+from proxy.registry import Registry
+from proxy.store import Store
+from proxy.transport import AiohttpTransport, HttpxTransport, Transport
+from proxy import faults
+from proxy.writer import Txn, Writer
+
+__all__ = ["Runtime", "Target"]
+
+log = logging.getLogger("proxy.runtime")
+
+
+class Target:
+    """What an ingress request asks for: service, handler and (for objects) key."""
+
+    __slots__ = ("handler", "key", "service")
+
+    def __init__(self, service: str, handler: str, key: str = "") -> None:
+        self.service = service
+        self.handler = handler
+        self.key = key
+
+
+class Runtime:
+    """Everything the HTTP apps share. `start()` opens the store and resumes in-flight work."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self._transport = transport
+        self._waiters: dict[str, list[asyncio.Future[InvocationRecord]]] = {}
+        self._background: set[asyncio.Task[None]] = set()
+        self.started = False
+
+    async def start(self) -> None:
+        """Open the store, start the writer, load deployments, resume in-flight invocations."""
+        settings = self.settings
+        self.store = Store(settings.data_dir, settings.map_size)
+        self.writer = Writer(self.store, settings.max_map_size)
+        self.writer.start()
+        if self._transport is None:
+            if settings.transport == "aiohttp":
+                self._transport = AiohttpTransport(settings.max_response_bytes, settings.connect_timeout)
+            else:
+                self._transport = HttpxTransport(settings.max_response_bytes, settings.connect_timeout)
+        self.transport: Transport = self._transport
+        self.registry = Registry(self.store, self.writer, self.transport, self.clock, settings.discovery_timeout)
+        self.registry.load()
+        self.invoker = Invoker(
+            settings, self.store, self.writer, self.registry, self.transport, self.clock, self._completed
+        )
+        await self._recover()
+        for uri in settings.deployments:
+            self._spawn(self._register_until_up(uri))
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop attempts and timers, commit what is queued, close the store."""
+        if not self.started:
+            return
+        self.started = False
+        for task in list(self._background):
+            task.cancel()
+        await self.invoker.close()
+        await self.writer.close()
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.cancel()
+        await self.transport.aclose()
+        self.store.close()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _register_until_up(self, uri: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.registry.register(uri)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying until the service is up
+                log.warning("cannot register %s yet: %s", uri, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _recover(self) -> None:
+        """Re-arm every invocation that was in flight when the last process stopped."""
+        running: list[str] = []
+        for key in self.store.keys("active"):
+            data = self.store.get("invocations", key)
+            if data is None:
+                continue
+            record = cast(InvocationRecord, decode_record(data, InvocationRecord))
+            if record.status == "running":
+                running.append(record.id)
+            elif record.status == "backing-off":
+                self.invoker.schedule(record)
+        if running:
+            log.info("resuming %d in-flight invocations", len(running))
+            await asyncio.gather(*(self.invoker.begin(inv_id) for inv_id in running))
+
+    # -- invocations ----------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        target: Target,
+        body: bytes,
+        idempotency: str | None,
+        headers: dict[str, str],
+    ) -> tuple[InvocationRecord, bool]:
+        """Create an invocation (or find the one with the same idempotency key). Returns after commit.
+
+        Returns:
+            The record and True if it was created by this call, False if it already existed.
+        """
+        svc = self.registry.service(target.service)
+        now = self.clock.now_ms()
+        inv_id = new_invocation_id(now)
+        record = InvocationRecord(
+            id=inv_id,
+            service=target.service,
+            handler=target.handler,
+            key=target.key,
+            status="running",
+            created_ms=now,
+            modified_ms=now,
+            deployment_id=svc.deployment_id,
+            attempt=1,
+            token=new_token(),
+            idempotency_key=idempotency,
+            headers=headers,
+            random_seed=int.from_bytes(os.urandom(8), "big") >> 1,
+        )
+        idem_row = (
+            idempotency_key(target.service, target.handler, target.key, idempotency)
+            if idempotency is not None
+            else None
+        )
+
+        def write(txn: Txn) -> tuple[InvocationRecord, bool]:
+            if idem_row is not None:
+                existing_id = txn.get("idempotency", idem_row)
+                if existing_id is not None:
+                    existing = read_record(txn, existing_id.decode("ascii"))
+                    # An expired key is free again (the sweeper may not have run yet).
+                    if existing is not None and not (existing.is_completed and existing.expires_ms <= now):
+                        return existing, False
+                txn.put("idempotency", idem_row, inv_id.encode("ascii"))
+            key = invocation_key(inv_id)
+            txn.put("invocations", key, encode_record(record))
+            txn.put("inputs", key, body or b"null")
+            txn.put("active", key, b"")
+            return record, True
+
+        faults.hit("ingress.before_commit")
+        stored, created = await self.writer.submit(write)
+        if created:
+            self.invoker.launch(stored)
+        return stored, created
+
+    def get(self, invocation_id: str) -> InvocationRecord:
+        """The stored record of an invocation, or NotFound."""
+        data = None
+        if invocation_id.isascii():
+            data = self.store.get("invocations", invocation_key(invocation_id))
+        if data is None:
+            raise NotFound(f"invocation '{invocation_id}' not found")
+        return cast(InvocationRecord, decode_record(data, InvocationRecord))
+
+    async def wait(self, invocation_id: str) -> InvocationRecord:
+        """Wait until the invocation is completed and return its record."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[InvocationRecord] = loop.create_future()
+        # Register before reading, so a completion between the read and the wait is not missed.
+        waiters = self._waiters.setdefault(invocation_id, [])
+        waiters.append(future)
+        try:
+            record = self.get(invocation_id)
+            if record.is_completed:
+                return record
+            return await future
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(invocation_id, None)
+
+    def _completed(self, record: InvocationRecord) -> None:
+        for future in self._waiters.get(record.id, ()):
+            if not future.done():
+                future.set_result(record)

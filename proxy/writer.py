@@ -1,0 +1,220 @@
+"""The only writer: one thread that batches concurrent write requests into one transaction.
+
+Each request is a function ``fn(txn) -> result`` run inside its own nested transaction, so a
+request that raises leaves no writes while the others in the batch still commit (group commit).
+A future is resolved only after the batch's commit (with fsync) has returned: durable before
+visible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import lmdb
+
+from proxy import faults
+from proxy.errors import ProxyError, StorageFull, Unavailable
+from proxy.store import Store
+
+__all__ = ["Txn", "WriteFn", "Writer"]
+
+T = TypeVar("T")
+log = logging.getLogger("proxy.writer")
+
+
+class Txn:
+    """A write transaction as seen by a write function: named-db get/put/delete."""
+
+    __slots__ = ("_dbs", "_txn")
+
+    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
+        self._txn = txn
+        self._dbs = dbs
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        """A value as this transaction sees it."""
+        value: bytes | None = self._txn.get(key, db=self._dbs[db])
+        return value
+
+    def put(self, db: str, key: bytes, value: bytes) -> None:
+        """Insert or overwrite."""
+        self._txn.put(key, value, db=self._dbs[db])
+
+    def delete(self, db: str, key: bytes) -> None:
+        """Remove a key if present."""
+        self._txn.delete(key, db=self._dbs[db])
+
+    def delete_prefix(self, db: str, prefix: bytes) -> int:
+        """Remove every key that starts with `prefix`; returns how many."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        removed = 0
+        if cursor.set_range(prefix):
+            while cursor.key().startswith(prefix):
+                if not cursor.delete():
+                    break
+                removed += 1
+        return removed
+
+
+WriteFn = Callable[[Txn], Any]
+
+
+class _Request:
+    __slots__ = ("error", "fn", "future", "loop", "result")
+
+    def __init__(self, fn: WriteFn, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+_STOP = object()
+
+
+def _resolve(batch: list[_Request]) -> None:
+    for request in batch:
+        if request.future.done():  # the awaiting coroutine was cancelled
+            continue
+        if request.error is not None:
+            request.future.set_exception(request.error)
+        else:
+            request.future.set_result(request.result)
+
+
+class Writer:
+    """Group-committing writer thread over a Store."""
+
+    def __init__(self, store: Store, max_map_size: int, max_batch: int = 4096) -> None:
+        self._store = store
+        self._max_map_size = max_map_size
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="lmdb-writer", daemon=True)
+        self._closed = False
+        self.commits = 0
+        self.batched = 0
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+
+    async def submit(self, fn: Callable[[Txn], T]) -> T:
+        """Run `fn` in a write transaction. Returns after commit with `fn`'s result.
+
+        Raises:
+            ProxyError: whatever `fn` raised (its writes are discarded), or StorageFull.
+        """
+        if self._closed:
+            raise Unavailable("the proxy is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Request(fn, future, loop))
+        return await future
+
+    async def close(self) -> None:
+        """Commit what is queued, then stop the thread."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)
+            requests: list[_Request] = batch  # type: ignore[assignment]
+            self._commit(requests)
+            by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
+            for request in requests:
+                by_loop.setdefault(request.loop, []).append(request)
+            for loop, group in by_loop.items():
+                try:
+                    loop.call_soon_threadsafe(_resolve, group)
+                except RuntimeError:  # loop closed: nobody is waiting any more
+                    pass
+
+    def _commit(self, batch: list[_Request]) -> None:
+        """Commit `batch`, growing the map when full; isolate requests that cannot fit."""
+        try:
+            self._try_commit(batch)
+            return
+        except lmdb.MapFullError:
+            if self._grow():
+                try:
+                    self._try_commit(batch)
+                    return
+                except lmdb.MapFullError:
+                    pass
+        except lmdb.Error as exc:
+            # Disk full (ENOSPC / EFBIG) and the like: nothing of the batch is durable.
+            log.error("commit failed: %s", exc)
+            for request in batch:
+                request.result, request.error = None, StorageFull(f"write failed: {exc}")
+            return
+        # Still full at the largest map: commit the requests one by one so only those that
+        # do not fit fail, with 507.
+        if len(batch) == 1:
+            batch[0].result, batch[0].error = None, StorageFull("the LMDB map is full")
+            return
+        for request in batch:
+            self._commit([request])
+
+    def _grow(self) -> bool:
+        current = self._store.map_size
+        if current >= self._max_map_size:
+            return False
+        new_size = min(current * 2, self._max_map_size)
+        self._store.env.set_mapsize(new_size)
+        log.warning("LMDB map grown from %d to %d bytes", current, new_size)
+        return True
+
+    def _try_commit(self, batch: list[_Request]) -> None:
+        env = self._store.env
+        dbs = self._store.dbs
+        txn = env.begin(write=True)
+        try:
+            for request in batch:
+                child = env.begin(write=True, parent=txn)
+                try:
+                    request.result = request.fn(Txn(child, dbs))
+                    request.error = None
+                except ProxyError as exc:
+                    child.abort()
+                    request.result, request.error = None, exc
+                except lmdb.MapFullError:
+                    child.abort()
+                    raise
+                except Exception as exc:  # noqa: BLE001 - a bug in one request must not sink the batch
+                    child.abort()
+                    log.exception("write function failed")
+                    request.result, request.error = None, exc
+                else:
+                    child.commit()
+            faults.hit("writer.before_commit")
+            txn.commit()
+        except BaseException:
+            txn.abort()
+            raise
+        faults.hit("writer.after_commit")
+        self.commits += 1
+        self.batched += len(batch)

@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test test-fast check lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[proxy,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job: the proxy on :8080/:9070 with the order-fulfilment example handler on :9080.
+run: install
+	PY=$(PY) bash scripts/run.sh
+
+## Every test: unit, component, end-to-end (real processes, SIGKILL) and acceptance.
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
+
+## Unit and component tests only.
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/component
+
+lint: install
+	$(PY) -m ruff check proxy handlers_sdk examples tests bench
+	$(PY) -m mypy
+
+check: lint test
+
+## The benchmark (prints one table); `make bench SIZE=tiny` for a quick run.
+bench: install
+	$(PY) -m bench $(if $(SIZE),--size $(SIZE),)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

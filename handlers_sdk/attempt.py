@@ -10,11 +10,11 @@ import httpx
 import msgspec
 
 from handlers_sdk.ack import AckClient, AckRejected
-from handlers_sdk.context import Context
 from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 from handlers_sdk.protocol import (
     AppendRequest,
     Completed,
+    Entry,
     Errored,
     Failed,
     Failure,
@@ -34,7 +34,13 @@ StopReason = Literal["suspend", "fenced", "unreachable"]
 
 
 class Attempt:
-    """State of one attempt: the replay machine, unacknowledged entries and the stop signal."""
+    """State of one attempt: the replay machine, entries in flight to the proxy, the stop signal.
+
+    In ack mode every new entry is posted to the proxy by a background task (so cancelling the
+    handler never cancels an ack half-way); `flush` waits for all of them before the attempt
+    reports its outcome. In suspend mode new entries are collected in `pending` and travel in
+    the response.
+    """
 
     def __init__(self, request: InvokeRequest, mode: str, ack: AckClient) -> None:
         self.request = request
@@ -42,11 +48,17 @@ class Attempt:
         self.mode = mode if request.callback_url else "suspend"
         self.replay = Replay(request.journal)
         self.pending: list[JournalItem] = []
+        self.waiting: set[int] = set()
         self.mismatch: JournalMismatchError | None = None
         self.stop_detail = ""
         self._ack = ack
+        self._acks: dict[int, asyncio.Task[Entry]] = {}
         self._in_flight = 0
-        self.stopped: asyncio.Future[StopReason] = asyncio.get_running_loop().create_future()
+        self._suspend_requested = False
+        self._loop = asyncio.get_running_loop()
+        self.stopped: asyncio.Future[StopReason] = self._loop.create_future()
+
+    # -- steps in flight ------------------------------------------------------------------------
 
     def step_started(self) -> None:
         """A step body began executing."""
@@ -58,9 +70,20 @@ class Attempt:
         self._maybe_suspend()
 
     def _maybe_suspend(self) -> None:
-        # Wait for every running step so that one re-invocation carries all of a gather's results.
-        if self.mode == "suspend" and self.pending and self._in_flight == 0:
+        # Suspend only once no step body runs, so that one re-invocation carries every result of
+        # a gather and no finished body is thrown away.
+        if self._in_flight:
+            return
+        if self._suspend_requested or (self.mode == "suspend" and self.pending):
             self.stop("suspend")
+
+    def request_suspend(self, waiting_on: list[int]) -> None:
+        """End the attempt (at the next loop turn) until one of `waiting_on` is completed."""
+        self.waiting.update(waiting_on)
+        if not self._suspend_requested:
+            self._suspend_requested = True
+            # Let sibling tasks of a gather register what they wait on before stopping.
+            self._loop.call_soon(self._maybe_suspend)
 
     def stop(self, reason: StopReason, detail: str = "") -> None:
         """End the attempt early; the runner cancels the handler task."""
@@ -68,36 +91,79 @@ class Attempt:
             self.stop_detail = detail
             self.stopped.set_result(reason)
 
-    async def _park(self) -> None:
-        # Never returns: the runner cancels the handler task that awaits this.
-        await asyncio.get_running_loop().create_future()
+    async def park(self) -> Any:
+        """Never returns: the runner cancels the handler task that awaits this."""
+        await self._loop.create_future()
 
-    async def commit(self, index: int, entry: RunEntry) -> RunEntry:
-        """Make a new entry durable; returns it once committed (ack mode) or never (suspend mode)."""
+    # -- journaling -----------------------------------------------------------------------------
+
+    def append(self, index: int, entry: Entry) -> None:
+        """Start making a new entry durable (returns at once)."""
         if self.mode == "suspend":
             self.pending.append(JournalItem(index=index, entry=entry))
+            return
+        self._acks[index] = self._loop.create_task(self._ack_entry(index, entry))
+
+    async def durable(self, index: int) -> Entry | None:
+        """Wait until the entry at `index` is committed; returns the entry as committed.
+
+        Returns None in suspend mode, where nothing is committed before the attempt ends.
+        """
+        task = self._acks.get(index)
+        if task is None:
+            return None
+        entry = await asyncio.shield(task)
+        if self.stopped.done() and self.stopped.result() != "suspend":
+            await self.park()
+        return entry
+
+    async def commit(self, index: int, entry: RunEntry) -> Entry:
+        """Journal a step result; returns it once committed (ack mode) or never (suspend mode)."""
+        self.append(index, entry)
+        if self.mode == "suspend":
             self._maybe_suspend()
-            await self._park()
+            await self.park()
+        committed = await self.durable(index)
+        assert committed is not None
+        return committed
+
+    async def barrier(self) -> None:
+        """Before a step body runs: every earlier entry must be durable (an awakeable id, say,
+        must not escape before its entry is committed)."""
+        if self.mode == "suspend":
+            if self.pending:
+                self.request_suspend([])
+                await self.park()
+            return
+        if self._acks:
+            await asyncio.wait([asyncio.shield(t) for t in self._acks.values()])
+            if self.stopped.done():
+                await self.park()
+
+    async def flush(self) -> None:
+        """Wait for every ack in flight (before the attempt reports anything)."""
+        if self._acks:
+            await asyncio.wait(list(self._acks.values()))
+
+    async def _ack_entry(self, index: int, entry: Entry) -> Entry:
         request = self.request
         try:
             try:
-                await self._append(index, entry)
+                await self._post(index, entry)
             except AckRejected as exc:
-                if exc.status != 413:
+                if exc.status != 413 or not isinstance(entry, RunEntry):
                     raise
                 # The value is too large to journal: the step fails terminally, deterministically.
                 message = f"step {entry.name!r}: result too large to journal"
                 entry = RunEntry(name=entry.name, failure=Failure(code=413, message=message))
-                await self._append(index, entry)
+                await self._post(index, entry)
         except AckRejected as exc:
             self.stop("fenced", str(exc))
-            await self._park()
         except httpx.HTTPError as exc:
             self.stop("unreachable", f"proxy callback {request.callback_url}: {exc!r}")
-            await self._park()
         return entry
 
-    async def _append(self, index: int, entry: RunEntry) -> None:
+    async def _post(self, index: int, entry: Entry) -> None:
         request = self.request
         await self._ack.append(
             request.callback_url,
@@ -135,36 +201,8 @@ def _mismatch(exc: JournalMismatchError, entries: list[JournalItem]) -> Errored:
     )
 
 
-async def run_attempt(handler: HandlerDef, request: InvokeRequest, mode: str, ack: AckClient) -> Outcome:
-    """Run `handler` for one attempt and describe how it ended."""
-    attempt = Attempt(request, mode, ack)
-    arg: Any = None
-    if handler.takes_input:
-        try:
-            arg = from_json(request.input, handler.input_type)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return Failed(failure=Failure(code=400, message=f"invalid input: {exc}"))
-    ctx = Context(attempt)
-    coro = handler.fn(ctx, arg) if handler.takes_input else handler.fn(ctx)
-    task: asyncio.Future[Any] = asyncio.ensure_future(coro)
-    try:
-        await asyncio.wait({task, attempt.stopped}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
-    entries = attempt.pending
-    if attempt.mismatch is not None:
-        return _mismatch(attempt.mismatch, entries)
-    if attempt.stopped.done():
-        reason = attempt.stopped.result()
-        if reason == "suspend":
-            return Suspended(entries=entries)
-        code = 409 if reason == "fenced" else 503
-        return Errored(code=code, message=f"attempt stopped: {reason}: {attempt.stop_detail}")
-    attempt.stopped.cancel()
-    if task.cancelled():
-        return Errored(message="handler task was cancelled", entries=entries)
+def _finished(task: asyncio.Future[Any], entries: list[JournalItem]) -> Outcome:
+    """The outcome of a handler task that ran to its end."""
     exc = task.exception()
     if exc is None:
         try:
@@ -177,3 +215,40 @@ async def run_attempt(handler: HandlerDef, request: InvokeRequest, mode: str, ac
     if isinstance(exc, JournalMismatchError):
         return _mismatch(exc, entries)
     return _errored(exc, entries)
+
+
+async def run_attempt(handler: HandlerDef, request: InvokeRequest, mode: str, ack: AckClient) -> Outcome:
+    """Run `handler` for one attempt and describe how it ended."""
+    from handlers_sdk.context import context_for  # the context module imports this one
+
+    attempt = Attempt(request, mode, ack)
+    arg: Any = None
+    if handler.takes_input:
+        try:
+            arg = from_json(request.input, handler.input_type)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return Failed(failure=Failure(code=400, message=f"invalid input: {exc}"))
+    ctx = context_for(handler, attempt)
+    coro = handler.fn(ctx, arg) if handler.takes_input else handler.fn(ctx)
+    task: asyncio.Future[Any] = asyncio.ensure_future(coro)
+    interrupted = False
+    try:
+        await asyncio.wait({task, attempt.stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            interrupted = True
+            task.cancel()
+            await asyncio.wait({task})
+        await attempt.flush()
+    entries = attempt.pending
+    if attempt.mismatch is not None:
+        return _mismatch(attempt.mismatch, entries)
+    reason = attempt.stopped.result() if attempt.stopped.done() else None
+    if reason in ("fenced", "unreachable"):
+        code = 409 if reason == "fenced" else 503
+        return Errored(code=code, message=f"attempt stopped: {reason}: {attempt.stop_detail}")
+    if reason == "suspend" and interrupted:
+        return Suspended(entries=entries, waiting_on=sorted(attempt.waiting))
+    if not task.cancelled():
+        return _finished(task, entries)
+    return Errored(message="handler task was cancelled", entries=entries)

@@ -6,6 +6,7 @@ import asyncio
 import inspect
 import random
 import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,13 +16,25 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 import msgspec
 
 from handlers_sdk.errors import JournalMismatchError, TerminalError
-from handlers_sdk.protocol import Failure, RunEntry
+from handlers_sdk.futures import DurableFuture
+from handlers_sdk.protocol import (
+    AwakeableEntry,
+    CallEntry,
+    Entry,
+    Failure,
+    RunEntry,
+    SendEntry,
+    SleepEntry,
+    awakeable_id,
+    child_invocation_id,
+)
 from handlers_sdk.serde import from_json, to_json
 
 if TYPE_CHECKING:
     from handlers_sdk.attempt import Attempt
+    from handlers_sdk.service import HandlerDef
 
-__all__ = ["Context", "RunOptions"]
+__all__ = ["CallFuture", "Context", "RunOptions", "SendHandle", "context_for"]
 
 T = TypeVar("T")
 
@@ -68,8 +81,43 @@ def _return_type(fn: Callable[..., Any]) -> Any:
     return hint
 
 
+class CallFuture(DurableFuture[T]):
+    """The result of a call to another handler; `invocation_id` is the child's id."""
+
+    def __init__(self, attempt: Attempt, index: int, result_type: Any, invocation_id: str) -> None:
+        super().__init__(attempt, index, result_type)
+        self.invocation_id = invocation_id
+
+
+@dataclass(frozen=True)
+class SendHandle:
+    """A one-way call that has been journaled (or will be, before the attempt ends)."""
+
+    invocation_id: str
+
+
+def _target_of(handler: Any) -> tuple[str, str, Any]:
+    """(service, handler, return type) of a handler function registered on a Service."""
+    target = getattr(handler, "__durable_target__", None)
+    if target is None:
+        raise TypeError(
+            "expected a handler function registered with @service.handler(); "
+            "use generic_call/generic_send with service and handler names otherwise"
+        )
+    service, name = target
+    return service, name, _return_type(handler)
+
+
+def _wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _wall_seconds() -> float:
+    return time.time()
+
+
 class Context:
-    """Passed to every handler: `run` journals a step; `random`/`uuid` are replay-safe."""
+    """Passed to every handler: durable steps, timers, calls, awakeables, replay-safe helpers."""
 
     def __init__(self, attempt: Attempt) -> None:
         self._attempt = attempt
@@ -114,27 +162,115 @@ class Context:
         attempt = self._attempt
         index = attempt.replay.allocate()
         result_type = _return_type(fn)
-        try:
-            recorded = attempt.replay.match_run(index, name)
-        except JournalMismatchError as exc:
-            # Remembered so that user code catching it cannot turn a mismatch into success.
-            attempt.mismatch = exc
-            raise
+        recorded = self._match(index, RunEntry(name=name))
         if recorded is None:
             caller = sys._getframe(1)
             source = f"{caller.f_code.co_filename}:{caller.f_lineno}"
+            await attempt.barrier()
             attempt.step_started()
             try:
                 entry = await _execute(name, fn, args, kwargs, options, source)
             finally:
                 attempt.step_finished()
             recorded = await attempt.commit(index, entry)
+        assert isinstance(recorded, RunEntry)
         if recorded.failure is not None:
             raise TerminalError(recorded.failure.message, recorded.failure.code)
         try:
             return from_json(recorded.value, result_type)
         except msgspec.ValidationError as exc:
             raise TerminalError(f"step {name!r}: journaled value does not fit {result_type}: {exc}")
+
+
+    def _match(self, index: int, attempted: Entry) -> Entry | None:
+        try:
+            return self._attempt.replay.match(index, attempted)
+        except JournalMismatchError as exc:
+            # Remembered so that user code catching it cannot turn a mismatch into success.
+            self._attempt.mismatch = exc
+            raise
+
+    def _journal(self, attempted: Entry) -> int:
+        """Allocate an index for a proxy-completed operation and journal it if it is new."""
+        index = self._attempt.replay.allocate()
+        if self._match(index, attempted) is None:
+            self._attempt.append(index, attempted)
+        return index
+
+    async def time(self) -> float:
+        """The wall clock in seconds, journaled: the same value on every replay."""
+        value: float = await self.run("ctx.time", _wall_seconds)
+        return value
+
+    def sleep(self, duration: timedelta, name: str = "") -> DurableFuture[None]:
+        """A durable timer: ``await ctx.sleep(timedelta(days=3))`` suspends the handler (it holds
+        no request, task or memory) and the proxy re-invokes it when the time has come, also
+        across restarts. Can be combined with `select` as a timeout."""
+        wake_at = _wall_ms() + max(0, int(duration.total_seconds() * 1000))
+        index = self._journal(SleepEntry(name=name, wake_at_ms=wake_at))
+        return DurableFuture(self._attempt, index)
+
+    def generic_call(
+        self, service: str, handler: str, arg: Any = None, *, key: str = "", result_type: Any = Any
+    ) -> CallFuture[Any]:
+        """Call `service`/`handler` (of any deployment) and get a future of its result.
+
+        The caller suspends while it waits. A terminal failure of the callee raises TerminalError
+        in the caller. The child's id is derived from this invocation and the journal index, so
+        a replay never starts it twice.
+        """
+        index = self._attempt.replay.next_index
+        child = child_invocation_id(self.invocation_id, index)
+        attempted = CallEntry(
+            service=service, handler=handler, key=key, input=msgspec.Raw(to_json(arg)), invocation_id=child
+        )
+        self._journal(attempted)
+        return CallFuture(self._attempt, index, result_type, child)
+
+    def service_call(self, handler: Callable[..., Any], arg: Any = None) -> CallFuture[Any]:
+        """Call a handler function of a Service: ``await ctx.service_call(greet, "Ada")``."""
+        service, name, result_type = _target_of(handler)
+        return self.generic_call(service, name, arg, result_type=result_type)
+
+    def generic_send(
+        self, service: str, handler: str, arg: Any = None, *, key: str = "", send_delay: timedelta | None = None
+    ) -> SendHandle:
+        """Start `service`/`handler` without waiting for it, optionally after `send_delay` (durable
+        like a timer)."""
+        index = self._attempt.replay.next_index
+        child = child_invocation_id(self.invocation_id, index)
+        delay_ms = int(send_delay.total_seconds() * 1000) if send_delay else 0
+        attempted = SendEntry(
+            service=service,
+            handler=handler,
+            key=key,
+            input=msgspec.Raw(to_json(arg)),
+            invocation_id=child,
+            delay_ms=max(0, delay_ms),
+        )
+        self._journal(attempted)
+        return SendHandle(child)
+
+    def service_send(
+        self, handler: Callable[..., Any], arg: Any = None, *, send_delay: timedelta | None = None
+    ) -> SendHandle:
+        """One-way call of a handler function of a Service."""
+        service, name, _ = _target_of(handler)
+        return self.generic_send(service, name, arg, send_delay=send_delay)
+
+    def awakeable(self, result_type: Any = Any) -> tuple[str, DurableFuture[Any]]:
+        """A promise completed from outside: hand the id to the world (inside a ``ctx.run``), then
+        await the future. ``POST /restate/awakeables/{id}/resolve`` (JSON body) or ``/reject``
+        (text body) completes it."""
+        index = self._attempt.replay.next_index
+        awk = awakeable_id(self.invocation_id, index)
+        self._journal(AwakeableEntry(id=awk))
+        return awk, DurableFuture(self._attempt, index, result_type)
+
+
+def context_for(handler: HandlerDef, attempt: Attempt) -> Context:
+    """The context object a handler receives."""
+    return Context(attempt)
 
 
 async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

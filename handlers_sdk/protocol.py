@@ -10,6 +10,8 @@ ignore bumps `PROTOCOL_VERSION`.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Literal
 
 import msgspec
@@ -21,6 +23,9 @@ __all__ = [
     "PROTOCOL_VERSION",
     "AppendRequest",
     "AppendResponse",
+    "AwakeableEntry",
+    "CallEntry",
+    "CompletableEntry",
     "Completed",
     "Entry",
     "Errored",
@@ -32,14 +37,19 @@ __all__ = [
     "Manifest",
     "Outcome",
     "RunEntry",
+    "SendEntry",
     "ServiceInfo",
+    "SleepEntry",
     "Suspended",
+    "awakeable_id",
+    "child_invocation_id",
     "decode_append",
     "decode_entry",
     "decode_invoke",
     "decode_manifest",
     "decode_outcome",
     "encode",
+    "parse_awakeable_id",
 ]
 
 PROTOCOL_VERSION = 1
@@ -73,8 +83,56 @@ class RunEntry(_Wire, tag="run", kw_only=True):
     source: str = ""
 
 
-#: A journal entry. Later protocol versions add variants (sleep, call, awakeable, state).
-Entry = RunEntry
+class SleepEntry(_Wire, tag="sleep", kw_only=True):
+    """A durable timer: completed by the proxy once ``wake_at_ms`` (wall clock) has passed."""
+
+    name: str = ""
+    wake_at_ms: int
+    completed: bool = False
+    seq: int = 0
+
+
+class CallEntry(_Wire, tag="call", kw_only=True):
+    """A call to another handler; the proxy starts the child and completes this with its outcome."""
+
+    service: str
+    handler: str
+    key: str = ""
+    input: msgspec.Raw = NULL
+    #: The child's id, derived from (parent id, index) by `child_invocation_id`.
+    invocation_id: str
+    completed: bool = False
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    seq: int = 0
+
+
+class SendEntry(_Wire, tag="send", kw_only=True):
+    """A one-way call, optionally delayed; complete as soon as it is journaled."""
+
+    service: str
+    handler: str
+    key: str = ""
+    input: msgspec.Raw = NULL
+    invocation_id: str
+    delay_ms: int = 0
+
+
+class AwakeableEntry(_Wire, tag="awakeable", kw_only=True):
+    """A promise completed from outside via ``POST /restate/awakeables/{id}/resolve|reject``."""
+
+    id: str
+    completed: bool = False
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    seq: int = 0
+
+
+#: A journal entry. ``seq`` of a completable entry is its completion order within the
+#: invocation (1, 2, ...), which makes ``select`` deterministic on replay.
+Entry = RunEntry | SleepEntry | CallEntry | SendEntry | AwakeableEntry
+#: Entries the proxy completes later (the handler suspends while waiting on them).
+CompletableEntry = SleepEntry | CallEntry | AwakeableEntry
 
 
 class JournalItem(_Wire, kw_only=True):
@@ -136,7 +194,8 @@ class Suspended(_Wire, tag="suspended", kw_only=True):
     """The handler ended the request early; re-invoke it once ``entries`` are committed."""
 
     entries: list[JournalItem] = []
-    #: Journal indexes the handler waits on; empty means "re-invoke at once".
+    #: Journal indexes the handler waits on (any one completing resumes it); empty means
+    #: "re-invoke at once".
     waiting_on: list[int] = []
 
 
@@ -177,6 +236,26 @@ class Manifest(_Wire, kw_only=True):
     protocol_version: int = PROTOCOL_VERSION
     mode: Mode = "ack"
     services: list[ServiceInfo] = []
+
+
+def child_invocation_id(parent_id: str, index: int) -> str:
+    """The id of the invocation started by entry `index` of `parent_id` (the same on every replay)."""
+    digest = hashlib.sha256(f"{parent_id}\x00{index}".encode()).digest()[:16]
+    return "inv_" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+
+def awakeable_id(invocation_id: str, index: int) -> str:
+    """The public id of the awakeable at entry `index` of `invocation_id`."""
+    return f"awk_{invocation_id.removeprefix('inv_')}_{index}"
+
+
+def parse_awakeable_id(awakeable: str) -> tuple[str, int] | None:
+    """Inverse of `awakeable_id`, or None when `awakeable` is not one."""
+    body = awakeable.removeprefix("awk_")
+    head, sep, index = body.rpartition("_")
+    if body == awakeable or not sep or not head or not index.isdigit() or not head.isalnum():
+        return None
+    return "inv_" + head, int(index)
 
 
 _encoder = msgspec.json.Encoder()

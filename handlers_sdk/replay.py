@@ -5,16 +5,41 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from handlers_sdk.errors import JournalMismatchError
-from handlers_sdk.protocol import Entry, JournalItem, RunEntry
+from handlers_sdk.protocol import (
+    AwakeableEntry,
+    CallEntry,
+    CompletableEntry,
+    Entry,
+    JournalItem,
+    RunEntry,
+    SendEntry,
+    SleepEntry,
+)
 
-__all__ = ["Replay", "describe"]
+__all__ = ["Replay", "describe", "header"]
+
+
+def header(entry: Entry) -> tuple[str, ...]:
+    """What must be equal between a recorded entry and the replayed operation (not results)."""
+    if isinstance(entry, RunEntry):
+        return ("run", entry.name)
+    if isinstance(entry, SleepEntry):
+        return ("sleep", entry.name)
+    if isinstance(entry, CallEntry | SendEntry):
+        kind = "call" if isinstance(entry, CallEntry) else "send"
+        return (kind, entry.service, entry.handler, entry.key)
+    return ("awakeable",)
 
 
 def describe(entry: Entry) -> str:
     """A short human description of an entry, used in mismatch diffs: ``run "charge"``."""
-    if isinstance(entry, RunEntry):
-        return f'run "{entry.name}"'
-    return type(entry).__name__  # pragma: no cover - future entry kinds
+    kind, *fields = header(entry)
+    if kind in ("run", "sleep"):
+        return f'{kind} "{fields[0]}"' if fields[0] or kind == "run" else kind
+    if kind in ("call", "send"):
+        service, handler, key = fields
+        return f"{kind} {service}/{key + '/' if key else ''}{handler}"
+    return kind
 
 
 class Replay:
@@ -46,16 +71,28 @@ class Replay:
         self._next += 1
         return index
 
-    def match_run(self, index: int, name: str) -> RunEntry | None:
-        """The recorded entry for a `ctx.run` at `index`, or None if the step is new.
+    def match(self, index: int, attempted: Entry) -> Entry | None:
+        """The recorded entry at `index` if it matches `attempted`, or None if the operation is new.
 
         Raises:
-            JournalMismatchError: the recorded entry is of another kind or has another name.
+            JournalMismatchError: the recorded entry is another operation (kind or identity).
         """
         recorded = self._recorded.get(index)
         if recorded is None:
             return None
-        attempted = f'run "{name}"'
-        if not isinstance(recorded, RunEntry) or recorded.name != name:
-            raise JournalMismatchError(index, describe(recorded), attempted)
+        if header(recorded) != header(attempted):
+            raise JournalMismatchError(index, describe(recorded), describe(attempted))
         return recorded
+
+    def match_run(self, index: int, name: str) -> RunEntry | None:
+        """The recorded entry for a `ctx.run` at `index`, or None if the step is new."""
+        recorded = self.match(index, RunEntry(name=name))
+        assert recorded is None or isinstance(recorded, RunEntry)
+        return recorded
+
+    def completion(self, index: int) -> CompletableEntry | None:
+        """The recorded entry at `index` if the proxy has completed it, else None."""
+        recorded = self._recorded.get(index)
+        if isinstance(recorded, SleepEntry | CallEntry | AwakeableEntry) and recorded.completed:
+            return recorded
+        return None

@@ -65,6 +65,8 @@ class Service:
             if handler_name in self.handlers:
                 raise ValueError(f"duplicate handler {handler_name!r} in {self.name!r}")
             self.handlers[handler_name] = HandlerDef(handler_name, fn, kind)
+            # Lets ctx.service_call(fn, ...) find the target from the function itself.
+            fn.__durable_target__ = (self.name, handler_name)  # type: ignore[attr-defined]
             return fn
 
         return register

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import unquote
 
 from starlette.applications import Starlette
@@ -9,6 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from handlers_sdk.protocol import Failure
+from proxy.config import parse_duration
 from proxy.errors import BadRequest, NotFound, NotReady, error_body
 from proxy.journal import InvocationRecord
 from proxy.runtime import Runtime, Target
@@ -21,6 +24,21 @@ _NOT_FORWARDED = frozenset(
     {"connection", "host", "idempotency-key", "content-length", "transfer-encoding", "keep-alive", "expect"}
 )
 _MAX_FORWARDED = 64
+
+
+_ISO_DURATION = re.compile(r"^P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$", re.IGNORECASE)
+
+
+def parse_delay(text: str) -> int:
+    """Milliseconds from Restate's ``delay`` forms: ``10s``, ``500ms``, ``2m`` or ISO ``PT10S``."""
+    match = _ISO_DURATION.match(text.strip())
+    if match is not None and text.strip().upper() not in ("P", "PT"):
+        days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
+        return int(((days * 24 + hours) * 60 + minutes) * 60_000 + seconds * 1000)
+    try:
+        return int(parse_duration(text) * 1000)
+    except ValueError:
+        raise BadRequest(f"bad delay {text!r}: use e.g. 10s, 500ms, 2m or PT10S") from None
 
 
 def outcome_response(record: InvocationRecord) -> Response:
@@ -62,10 +80,11 @@ def create_ingress(runtime: Runtime) -> Starlette:
 
     async def invoke(request: Request) -> Response:
         target, send = _parse_target(runtime, request.scope.get("raw_path") or request.url.path.encode())
+        delay_ms = 0
         if "delay" in request.query_params:
             if not send:
                 raise BadRequest("delay is supported only with sends")
-            raise BadRequest("delayed sends are not supported yet")
+            delay_ms = parse_delay(request.query_params["delay"])
         idempotency = request.headers.get("idempotency-key")
         if idempotency is not None and not idempotency.strip():
             raise BadRequest("idempotency-key must not be empty")
@@ -75,7 +94,7 @@ def create_ingress(runtime: Runtime) -> Starlette:
         for name, value in request.headers.items():
             if name not in _NOT_FORWARDED and len(forwarded) < _MAX_FORWARDED:
                 forwarded[name] = value
-        record, created = await runtime.invoke(target, body, idempotency, forwarded)
+        record, created = await runtime.invoke(target, body, idempotency, forwarded, delay_ms)
         if send:
             status = "Accepted" if created else "PreviouslyAccepted"
             return json_response(
@@ -95,12 +114,29 @@ def create_ingress(runtime: Runtime) -> Starlette:
             return outcome_response(record)
         raise NotFound(f"unknown action '{action}': use attach or output")
 
+    async def awakeable(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in ("resolve", "reject"):
+            raise NotFound(f"unknown action '{action}': use resolve or reject")
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout)
+        if action == "resolve":
+            check_json(request, body)
+            await runtime.complete_awakeable(request.path_params["awakeable_id"], body or b"null", None)
+        else:
+            message = body.decode("utf-8", "replace") or "rejected"
+            await runtime.complete_awakeable(
+                request.path_params["awakeable_id"], None, Failure(code=500, message=message)
+            )
+        return Response(status_code=202)
+
     async def health(request: Request) -> Response:
         return json_response({"status": "ok" if runtime.started else "starting"})
 
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/restate/invocation/{invocation_id}/{action}", invocation, methods=["GET"]),
+        Route("/restate/awakeables/{awakeable_id}/{action}", awakeable, methods=["POST"]),
+        Route("/restate/a/{awakeable_id}/{action}", awakeable, methods=["POST"]),
         Route("/{path:path}", invoke, methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers=exception_handlers("ingress"))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -34,35 +33,35 @@ from handlers_sdk.protocol import (
 from proxy import faults
 from proxy.clock import Clock
 from proxy.config import Settings
-from proxy.errors import Fenced, PayloadTooLarge, ProxyError
+from proxy.entries import (
+    Effects,
+    complete_entry,
+    is_completed,
+    new_token,
+    put_record,
+    read_record,
+    write_entries,
+)
+from proxy.errors import Fenced, NotFound, ProxyError
 from proxy.journal import (
     InvocationRecord,
     check_current,
     complete,
-    decode_record,
-    encode_record,
     fail_attempt,
     pause,
     start_attempt,
+    suspend,
 )
-from proxy.keys import invocation_key, journal_key, journal_prefix
+from proxy.keys import invocation_key, journal_prefix
 from proxy.registry import Registry
 from proxy.retry import RetryPolicy
 from proxy.store import Store
 from proxy.transport import Transport, TransportError
 from proxy.writer import Txn, Writer
 
-__all__ = ["Invoker", "read_record"]
+__all__ = ["Invoker"]
 
 log = logging.getLogger("proxy.invoker")
-
-
-def read_record(txn: Txn, invocation_id: str) -> InvocationRecord | None:
-    """The stored record of an invocation, as the write transaction sees it."""
-    data = txn.get("invocations", invocation_key(invocation_id))
-    if data is None:
-        return None
-    return cast(InvocationRecord, decode_record(data, InvocationRecord))
 
 
 class _Live:
@@ -82,11 +81,6 @@ class _AttemptFailure(msgspec.Struct, frozen=True):
 
     failure: Failure
     retry_after_ms: int | None = None
-
-
-def new_token() -> str:
-    """An unguessable attempt token."""
-    return secrets.token_urlsafe(16)
 
 
 class Invoker:
@@ -109,6 +103,8 @@ class Invoker:
         self._transport = transport
         self._clock = clock
         self._on_complete = on_complete
+        #: Called with a due time whenever a transaction armed a timer (set by the runtime).
+        self.on_timer: Callable[[int], None] = lambda due_ms: None
         self._policy = RetryPolicy(
             initial_ms=int(settings.retry_initial_interval * 1000),
             factor=settings.retry_factor,
@@ -121,6 +117,28 @@ class Invoker:
         self._closing = False
 
     # -- scheduling ---------------------------------------------------------------------------
+
+    def resolve(self, service: str, handler: str) -> str:
+        """The deployment id serving `service`/`handler` (NotFound otherwise).
+
+        Runs in the writer thread: it only reads the registry's dicts.
+        """
+        svc = self._registry.services.get(service)
+        if svc is None:
+            raise NotFound(f"service '{service}' not found")
+        if handler not in svc.handlers:
+            raise NotFound(f"handler '{service}/{handler}' not found")
+        return svc.deployment_id
+
+    def apply(self, effects: Effects) -> None:
+        """Act on what a committed transaction asked for."""
+        for record in effects.completed:
+            self._on_complete(record)
+        for record in effects.launch:
+            if record.id not in self.active:
+                self.launch(record)
+        if effects.wake_at is not None:
+            self.on_timer(effects.wake_at)
 
     def launch(self, record: InvocationRecord) -> None:
         """Send the attempt that `record` (status running, committed) describes."""
@@ -155,10 +173,10 @@ class Invoker:
 
         def write(txn: Txn) -> InvocationRecord | None:
             record = read_record(txn, invocation_id)
-            if record is None or record.status in ("completed", "paused"):
+            if record is None or record.status not in ("running", "backing-off"):
                 return None
             record = start_attempt(record, token, now)
-            txn.put("invocations", invocation_key(invocation_id), encode_record(record))
+            put_record(txn, record)
             return record
 
         try:
@@ -185,16 +203,24 @@ class Invoker:
             raise Fenced(f"attempt {request.attempt} of {request.invocation_id} is not current")
         item = JournalItem(index=request.index, entry=request.entry)
         max_entries = self._settings.max_journal_entries
+        now = self._clock.now_ms()
 
-        def write(txn: Txn) -> None:
+        def write(txn: Txn) -> Effects:
+            effects = Effects()
             record = read_record(txn, request.invocation_id)
             if record is None:
                 raise Fenced(f"unknown invocation {request.invocation_id}")
             check_current(record, request.attempt, request.token)
-            _append(txn, request.invocation_id, [item], max_entries)
+            updated = write_entries(
+                txn, record, [item], max_entries=max_entries, resolve=self.resolve, now=now, effects=effects
+            )
+            if updated is not record:
+                put_record(txn, updated)
+            return effects
 
-        await self._writer.submit(write)
+        effects = await self._writer.submit(write)
         live.last_activity = self._clock.monotonic()
+        self.apply(effects)
 
     # -- one attempt ----------------------------------------------------------------------------
 
@@ -277,31 +303,40 @@ class Invoker:
         if isinstance(result, Suspended) and not entries and not result.waiting_on:
             result = _AttemptFailure(Failure(code=571, message="protocol violation: suspended without progress"))
 
-        def write(txn: Txn) -> InvocationRecord:
+        def write(txn: Txn) -> tuple[InvocationRecord, Effects]:
+            effects = Effects()
             current = read_record(txn, inv_id)
             if current is None:
                 raise Fenced(f"unknown invocation {inv_id}")
             check_current(current, attempt, token)
-            _append(txn, inv_id, entries, max_entries)
+            current = write_entries(
+                txn, current, entries, max_entries=max_entries, resolve=self.resolve, now=now, effects=effects
+            )
             if isinstance(result, Completed):
                 updated = complete(current, now, self._retention_ms, result=bytes(result.value))
             elif isinstance(result, Failed):
                 updated = complete(current, now, self._retention_ms, failure=result.failure)
             elif isinstance(result, Suspended):
-                updated = start_attempt(current, next_token, now)
+                waiting = result.waiting_on
+                if not waiting or any(is_completed(txn, inv_id, i) for i in waiting):
+                    updated = start_attempt(current, next_token, now)
+                else:
+                    updated = suspend(current, waiting, now)
             elif isinstance(result, Errored) and result.behavior == "pause":
                 updated = pause(current, _errored_failure(result), now)
             elif isinstance(result, Errored):
                 updated = fail_attempt(current, _errored_failure(result), now, self._policy, result.retry_after_ms)
             else:
                 updated = fail_attempt(current, result.failure, now, self._policy, result.retry_after_ms)
-            txn.put("invocations", invocation_key(inv_id), encode_record(updated))
+            put_record(txn, updated)
             if updated.is_completed:
-                txn.delete("active", invocation_key(inv_id))
-            return updated
+                effects.completed.append(updated)
+                if updated.parent_id:
+                    _complete_parent(txn, updated, now, effects)
+            return updated, effects
 
         try:
-            updated = await self._writer.submit(write)
+            updated, effects = await self._writer.submit(write)
         except Fenced as exc:
             log.info("outcome of a stale attempt dropped: %s", exc)
             return
@@ -313,9 +348,8 @@ class Invoker:
             return
         if self.active.get(inv_id) is live:
             del self.active[inv_id]
-        if updated.is_completed:
-            self._on_complete(updated)
-        elif updated.status == "running":
+        self.apply(effects)
+        if updated.status == "running":
             self.launch(updated)
         elif updated.status == "backing-off":
             log.warning(
@@ -324,7 +358,7 @@ class Invoker:
                 updated.retry_count, updated.next_retry_ms - now,
             )  # fmt: skip
             self.schedule(updated)
-        else:
+        elif updated.status == "paused":
             log.error("invocation %s paused: %s", inv_id, updated.last_failure)
 
     async def close(self) -> None:
@@ -341,19 +375,20 @@ class Invoker:
         self.active.clear()
 
 
-def _append(txn: Txn, invocation_id: str, items: list[JournalItem], max_entries: int) -> None:
-    """Write new journal entries; an identical re-send is accepted, a different one is fenced."""
-    for item in items:
-        if item.index >= max_entries:
-            raise PayloadTooLarge(f"journal of {invocation_id} is full ({max_entries} entries)")
-        key = journal_key(invocation_id, item.index)
-        data = encode(item)
-        existing = txn.get("journal", key)
-        if existing is not None:
-            if existing == data:
-                continue
-            raise Fenced(f"journal index {item.index} of {invocation_id} is already taken")
-        txn.put("journal", key, data)
+def _complete_parent(txn: Txn, child: InvocationRecord, now: int, effects: Effects) -> None:
+    """A finished child completes its parent's call entry (and may resume the parent)."""
+    try:
+        complete_entry(
+            txn,
+            child.parent_id,
+            child.parent_index,
+            now=now,
+            effects=effects,
+            value=child.result,
+            failure=child.failure,
+        )
+    except ProxyError as exc:  # the parent was purged or already has the result: nothing to do
+        log.warning("cannot complete the call entry of %s: %s", child.parent_id, exc)
 
 
 def _cap_entries(entries: list[JournalItem], max_bytes: int) -> list[JournalItem]:

@@ -1,8 +1,9 @@
 """Invocation records and their pure transitions. No I/O: values in, values (or errors) out.
 
-Statuses (Restate's names): ``running`` (an attempt is in flight), ``backing-off`` (waiting
-for the next retry), ``paused`` (retries exhausted or a journal mismatch; needs a human),
-``completed`` (a result or a terminal failure is stored).
+Statuses (Restate's names): ``scheduled`` (a delayed send, not started yet), ``running`` (an
+attempt is in flight), ``suspended`` (waiting on a timer, call or awakeable: no attempt, no
+memory), ``backing-off`` (waiting for the next retry), ``paused`` (retries exhausted or a journal
+mismatch; needs a human), ``completed`` (a result or a terminal failure is stored).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ __all__ = [
     "fail_attempt",
     "pause",
     "start_attempt",
+    "suspend",
 ]
 
-ACTIVE_STATUSES = frozenset({"running", "backing-off", "paused"})
+ACTIVE_STATUSES = frozenset({"scheduled", "running", "suspended", "backing-off", "paused"})
 
 
 class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -53,6 +55,15 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
     expires_ms: int = 0
     result: bytes | None = None
     failure: Failure | None = None
+    #: The invocation whose call entry this one completes (empty for ingress and sends).
+    parent_id: str = ""
+    parent_index: int = 0
+    #: Journal indexes a suspended invocation waits on (any one completing resumes it).
+    waiting_on: list[int] = []
+    #: Completions so far; the next completed entry gets seq = completion_seq + 1.
+    completion_seq: int = 0
+    #: When a scheduled (delayed) invocation starts.
+    scheduled_at_ms: int = 0
 
     @property
     def is_completed(self) -> bool:
@@ -111,7 +122,20 @@ def start_attempt(record: InvocationRecord, token: str, now_ms: int) -> Invocati
     if record.is_completed:
         raise Conflict(f"invocation {record.id} is already completed")
     return msgspec.structs.replace(
-        record, status="running", attempt=record.attempt + 1, token=token, next_retry_ms=0, modified_ms=now_ms
+        record,
+        status="running",
+        attempt=record.attempt + 1,
+        token=token,
+        next_retry_ms=0,
+        waiting_on=[],
+        modified_ms=now_ms,
+    )
+
+
+def suspend(record: InvocationRecord, waiting_on: list[int], now_ms: int) -> InvocationRecord:
+    """No attempt until one of `waiting_on` is completed; the token is cleared (fences the old one)."""
+    return msgspec.structs.replace(
+        record, status="suspended", token="", waiting_on=sorted(waiting_on), modified_ms=now_ms
     )
 
 

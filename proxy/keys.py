@@ -8,21 +8,29 @@ import os
 import struct
 
 __all__ = [
+    "START_INDEX",
     "idempotency_key",
     "invocation_key",
     "journal_key",
     "journal_prefix",
     "new_invocation_id",
     "split_journal_key",
+    "split_timer_key",
+    "timer_key",
 ]
 
 _BE32 = struct.Struct(">I")
+_BE64 = struct.Struct(">Q")
+#: Timer index meaning "start this scheduled invocation" rather than "complete entry N".
+START_INDEX = 0xFFFFFFFF
 
 
 def new_invocation_id(now_ms: int, entropy: bytes | None = None) -> str:
     """A fresh ``inv_...`` id: 48-bit milliseconds then 80 random bits, so ids sort by creation."""
     raw = now_ms.to_bytes(6, "big") + (entropy if entropy is not None else os.urandom(10))
-    return "inv_" + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+    # base32hex ("0-9a-v"), not standard base32: its alphabet is in ASCII order, so the string
+    # order of two ids is the numeric order of their bytes (standard base32 puts "2-7" first).
+    return "inv_" + base64.b32hexencode(raw).decode("ascii").rstrip("=").lower()
 
 
 def invocation_key(invocation_id: str) -> bytes:
@@ -49,3 +57,13 @@ def idempotency_key(service: str, handler: str, key: str, idempotency: str) -> b
     """Index key of an idempotency key, hashed because user keys can exceed 511 bytes."""
     joined = "\x00".join((service, handler, key, idempotency)).encode("utf-8", "surrogatepass")
     return hashlib.sha256(joined).digest()
+
+
+def timer_key(wake_at_ms: int, invocation_id: str, index: int) -> bytes:
+    """Key of a durable timer: big-endian due time first, so a cursor yields them in due order."""
+    return _BE64.pack(max(0, wake_at_ms)) + invocation_id.encode("ascii") + b"\x00" + _BE32.pack(index)
+
+
+def split_timer_key(key: bytes) -> tuple[int, str, int]:
+    """Inverse of `timer_key`: (due time, invocation id, journal index or START_INDEX)."""
+    return _BE64.unpack(key[:8])[0], key[8:-5].decode("ascii"), _BE32.unpack(key[-4:])[0]

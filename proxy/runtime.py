@@ -7,19 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 from typing import cast
 
+from handlers_sdk.protocol import AwakeableEntry, Failure, parse_awakeable_id
+from proxy import faults
 from proxy.clock import Clock, SystemClock
 from proxy.config import Settings
-from proxy.errors import NotFound
-from proxy.invoker import Invoker, new_token, read_record
-from proxy.journal import InvocationRecord, decode_record, encode_record
+from proxy.entries import Effects, complete_entry, create_invocation, new_seed, new_token, read_record
+from proxy.errors import BadRequest, NotFound
+from proxy.invoker import Invoker
+from proxy.journal import InvocationRecord, decode_record
 from proxy.keys import idempotency_key, invocation_key, new_invocation_id
 from proxy.registry import Registry
 from proxy.store import Store
+from proxy.timers import Timers
 from proxy.transport import AiohttpTransport, HttpxTransport, Transport
-from proxy import faults
 from proxy.writer import Txn, Writer
 
 __all__ = ["Runtime", "Target"]
@@ -66,7 +68,10 @@ class Runtime:
         self.invoker = Invoker(
             settings, self.store, self.writer, self.registry, self.transport, self.clock, self._completed
         )
+        self.timers = Timers(self.store, self.writer, self.clock, self.invoker.apply)
+        self.invoker.on_timer = self.timers.poke
         await self._recover()
+        self.timers.start()
         for uri in settings.deployments:
             self._spawn(self._register_until_up(uri))
         self.started = True
@@ -78,6 +83,7 @@ class Runtime:
         self.started = False
         for task in list(self._background):
             task.cancel()
+        await self.timers.close()
         await self.invoker.close()
         await self.writer.close()
         for waiters in self._waiters.values():
@@ -127,13 +133,14 @@ class Runtime:
         body: bytes,
         idempotency: str | None,
         headers: dict[str, str],
+        delay_ms: int = 0,
     ) -> tuple[InvocationRecord, bool]:
         """Create an invocation (or find the one with the same idempotency key). Returns after commit.
 
         Returns:
             The record and True if it was created by this call, False if it already existed.
         """
-        svc = self.registry.service(target.service)
+        deployment = self.invoker.resolve(target.service, target.handler)
         now = self.clock.now_ms()
         inv_id = new_invocation_id(now)
         record = InvocationRecord(
@@ -144,12 +151,12 @@ class Runtime:
             status="running",
             created_ms=now,
             modified_ms=now,
-            deployment_id=svc.deployment_id,
+            deployment_id=deployment,
             attempt=1,
             token=new_token(),
             idempotency_key=idempotency,
             headers=headers,
-            random_seed=int.from_bytes(os.urandom(8), "big") >> 1,
+            random_seed=new_seed(),
         )
         idem_row = (
             idempotency_key(target.service, target.handler, target.key, idempotency)
@@ -157,26 +164,49 @@ class Runtime:
             else None
         )
 
-        def write(txn: Txn) -> tuple[InvocationRecord, bool]:
+        def write(txn: Txn) -> tuple[InvocationRecord, bool, Effects]:
+            effects = Effects()
             if idem_row is not None:
                 existing_id = txn.get("idempotency", idem_row)
                 if existing_id is not None:
                     existing = read_record(txn, existing_id.decode("ascii"))
                     # An expired key is free again (the sweeper may not have run yet).
                     if existing is not None and not (existing.is_completed and existing.expires_ms <= now):
-                        return existing, False
+                        return existing, False, effects
                 txn.put("idempotency", idem_row, inv_id.encode("ascii"))
-            key = invocation_key(inv_id)
-            txn.put("invocations", key, encode_record(record))
-            txn.put("inputs", key, body or b"null")
-            txn.put("active", key, b"")
-            return record, True
+            start_at = now + delay_ms if delay_ms > 0 else 0
+            return create_invocation(txn, record, body, effects, start_at_ms=start_at), True, effects
 
         faults.hit("ingress.before_commit")
-        stored, created = await self.writer.submit(write)
-        if created:
-            self.invoker.launch(stored)
+        stored, created, effects = await self.writer.submit(write)
+        self.invoker.apply(effects)
         return stored, created
+
+    async def complete_awakeable(self, awakeable: str, value: bytes | None, failure: Failure | None) -> None:
+        """Resolve (`value`) or reject (`failure`) an awakeable. Returns after commit.
+
+        Raises:
+            NotFound: unknown awakeable id.
+            Conflict: it is already completed.
+        """
+        parsed = parse_awakeable_id(awakeable)
+        if parsed is None:
+            raise BadRequest(f"'{awakeable}' is not an awakeable id")
+        invocation_id, index = parsed
+        now = self.clock.now_ms()
+
+        def write(txn: Txn) -> Effects:
+            effects = Effects()
+            try:
+                complete_entry(
+                    txn, invocation_id, index, now=now, effects=effects, value=value, failure=failure,
+                    kinds=(AwakeableEntry,),
+                )  # fmt: skip
+            except (NotFound, BadRequest):
+                raise NotFound(f"awakeable '{awakeable}' not found") from None
+            return effects
+
+        self.invoker.apply(await self.writer.submit(write))
 
     def get(self, invocation_id: str) -> InvocationRecord:
         """The stored record of an invocation, or NotFound."""

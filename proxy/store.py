@@ -25,6 +25,7 @@ DBS = {
     "active": "invocation id -> b'' for every invocation that is not completed",
     "deployments": "deployment id -> DeploymentRecord (msgpack)",
     "services": "service name -> ServiceRecord (msgpack)",
+    "timers": "be64 due ms, invocation id, NUL, be32 index -> b'' (sleeps and delayed starts)",
 }
 
 

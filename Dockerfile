@@ -1,0 +1,38 @@
+# The durable proxy: ingress on :8080, admin API and step-ack callback on :9070, LMDB in /data.
+#   docker build -t durable-proxy .
+#   docker run -p 8080:8080 -p 9070:9070 -v proxy-data:/data durable-proxy --deployment http://handlers:9080
+ARG BASE_IMAGE=python:3.11-slim
+FROM ${BASE_IMAGE}
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1
+
+# A fixed, unprivileged uid/gid, so a mounted volume can be chowned to match from outside.
+RUN groupadd --system --gid 10001 proxy \
+    && useradd --system --uid 10001 --gid proxy --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin proxy \
+    && mkdir -p /data \
+    && chown proxy:proxy /data
+
+WORKDIR /app
+# Only what the wheel needs (see .dockerignore): the tests, examples and bench stay out.
+COPY pyproject.toml README.md ./
+COPY handlers_sdk ./handlers_sdk
+COPY proxy ./proxy
+RUN pip install --no-cache-dir "./[proxy]"
+
+ENV PROXY_HOST=0.0.0.0 \
+    PROXY_DATA_DIR=/data
+
+VOLUME /data
+EXPOSE 8080 9070
+
+USER 10001:10001
+
+# No curl in the slim image: ask the admin API with the standard library.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=15s --retries=3 \
+    CMD ["python", "-c", "import os, sys, urllib.request; port = os.environ.get('PROXY_ADMIN_PORT', '9070'); r = urllib.request.urlopen(f'http://127.0.0.1:{port}/health', timeout=2); sys.exit(0 if r.status == 200 and b'ok' in r.read() else 1)"]
+
+ENTRYPOINT ["python", "-m", "proxy"]

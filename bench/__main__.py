@@ -1,0 +1,43 @@
+"""``python -m bench [--size tiny|full]``: the benchmark of issue 6. Prints one table, writes JSON.
+
+Starts a real proxy (``python -m proxy`` over a temporary data dir) and a real handler service
+(uvicorn, uvloop, httptools, one worker) on free 127.0.0.1 ports, drives them with an aiohttp
+client, prints the table and writes every figure to ``bench/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from bench.report import checks, table
+from bench.runner import SIZES, run_benchmark
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=sorted(SIZES), default="full", help="tiny: a few seconds; full: ~2 min")
+    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp", help="proxy->handler client")
+    parser.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/...)")
+    args = parser.parse_args(argv)
+    result = run_benchmark(args.size, args.transport)
+    result["checks"] = {name: met for name, met in checks(result["figures"])}
+    print(table(result))
+    out = args.out
+    if out is None:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"bench-{args.size}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(msgspec.json.format(msgspec.json.encode(result), indent=2))
+    print(f"figures written to {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The load generator: a pooled aiohttp client (~19k req/s on the reference machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+import aiohttp
+
+__all__ = ["Client", "Run", "percentile"]
+
+_HEADERS = {"content-type": "application/json"}
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """The `q`-quantile (0..1) of `samples` by nearest rank; NaN when empty."""
+    if not samples:
+        return float("nan")
+    ordered = sorted(samples)
+    rank = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[rank]
+
+
+@dataclass
+class Run:
+    """What one workload measured."""
+
+    requests: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    first_error: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.requests / self.seconds if self.seconds else 0.0
+
+    def p(self, q: float) -> float:
+        """Latency quantile in milliseconds."""
+        return percentile(self.latencies, q) * 1000
+
+
+class Client:
+    """One aiohttp session with keep-alive connections to 127.0.0.1."""
+
+    def __init__(self, max_connections: int = 128) -> None:
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=max_connections, keepalive_timeout=60),
+            timeout=aiohttp.ClientTimeout(total=120),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def post(self, url: str, body: bytes) -> tuple[int, bytes]:
+        async with self._session.post(url, data=body, headers=_HEADERS) as response:
+            return response.status, await response.read()
+
+    async def get(self, url: str) -> tuple[int, bytes]:
+        async with self._session.get(url) as response:
+            return response.status, await response.read()
+
+    async def run(
+        self,
+        url: str,
+        body: bytes,
+        concurrency: int,
+        *,
+        count: int | None = None,
+        seconds: float | None = None,
+        warmup: float = 0.0,
+    ) -> Run:
+        """`concurrency` workers POST `body` to `url` back to back, for `count` requests or `seconds`.
+
+        Requests that start in the first `warmup` seconds are not counted.
+        """
+        assert count is not None or seconds is not None
+        result = Run()
+        remaining = [count if count is not None else 1 << 62]
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        measure_from = start + warmup
+        deadline = measure_from + seconds if seconds is not None else float("inf")
+        post = self._session.post
+        clock = time.perf_counter
+
+        async def worker() -> None:
+            while remaining[0] > 0:
+                began_loop = loop.time()
+                if began_loop >= deadline:
+                    return
+                counted = began_loop >= measure_from
+                if counted:
+                    remaining[0] -= 1
+                t0 = clock()
+                try:
+                    async with post(url, data=body, headers=_HEADERS) as response:
+                        await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    status = 0
+                    if not result.first_error:
+                        result.first_error = repr(exc)
+                elapsed = clock() - t0
+                if not counted:
+                    continue
+                if status == 200:
+                    result.requests += 1
+                    result.latencies.append(elapsed)
+                else:
+                    result.errors += 1
+                    if not result.first_error:
+                        result.first_error = f"HTTP {status}"
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        # From the first counted request to the last answer (in-flight requests finish after the deadline).
+        result.seconds = loop.time() - measure_from
+        return result

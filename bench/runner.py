@@ -1,0 +1,210 @@
+"""Runs every workload against one proxy + handler service pair and collects the figures."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bench.load import Client, Run
+from bench.procs import HOST, ROOT, Proc, free_port, rss_kib, start_handler, start_proxy
+
+__all__ = ["SIZES", "Size", "run_benchmark"]
+
+
+@dataclass(frozen=True)
+class Size:
+    """How much of each workload to run."""
+
+    name: str
+    latency_counts: tuple[int, int, int]  # trivial, 10-step, 100-step requests at c=1
+    floor_latency_counts: tuple[int, int, int]
+    throughput_seconds: float
+    warmup_seconds: float
+    big_runs: int  # 1,000-step invocations timed
+    resume_runs: int  # crash + resume of a 1,000-step journal
+
+
+SIZES = {
+    "tiny": Size("tiny", (60, 30, 5), (60, 30, 5), 0.4, 0.1, 1, 1),
+    "full": Size("full", (2000, 1000, 200), (2000, 1000, 500), 5.0, 1.0, 10, 5),
+}
+
+CONCURRENCIES = (16, 64)
+BIG = 1000
+
+
+def _steps_body(n: int) -> bytes:
+    return str(n).encode()
+
+
+class _Bench:
+    def __init__(self, size: Size, client: Client, proxy: Proc, ingress: str, handler: str) -> None:
+        self.size = size
+        self.client = client
+        self.proxy = proxy
+        self.ingress = ingress  # http://127.0.0.1:port
+        self.handler = handler
+        self.figures: dict[str, Any] = {}
+
+    def proxy_url(self, workload: str) -> tuple[str, bytes]:
+        if workload == "trivial":
+            return f"{self.ingress}/Bench/trivial", b'"hello"'
+        return f"{self.ingress}/Bench/steps", _steps_body(int(workload))
+
+    def floor_url(self, workload: str) -> tuple[str, bytes]:
+        if workload == "trivial":
+            return f"{self.handler}/plain/trivial", b'"hello"'
+        return f"{self.handler}/plain/steps", _steps_body(int(workload))
+
+    async def check(self, run: Run, what: str) -> Run:
+        if run.errors or not run.requests:
+            raise RuntimeError(f"{what}: {run.errors} errors, {run.requests} ok; first: {run.first_error}")
+        return run
+
+    async def warm(self) -> None:
+        for workload in ("trivial", "10", "100"):
+            for url, body in (self.proxy_url(workload), self.floor_url(workload)):
+                await self.check(await self.client.run(url, body, 4, count=20), f"warm-up {url}")
+
+    async def latency(self) -> None:
+        size = self.size
+        for (workload, n_proxy), n_floor in zip(
+            zip(("trivial", "10", "100"), size.latency_counts, strict=True), size.floor_latency_counts, strict=True
+        ):
+            url, body = self.proxy_url(workload)
+            proxied = await self.check(await self.client.run(url, body, 1, count=n_proxy), f"latency {workload}")
+            url, body = self.floor_url(workload)
+            floor = await self.check(await self.client.run(url, body, 1, count=n_floor), f"floor {workload}")
+            self.figures[f"latency_{workload}"] = {
+                "proxy": {"p50_ms": proxied.p(0.5), "p99_ms": proxied.p(0.99), "n": proxied.requests},
+                "floor": {"p50_ms": floor.p(0.5), "p99_ms": floor.p(0.99), "n": floor.requests},
+            }
+
+    async def throughput(self) -> None:
+        size = self.size
+        for workload in ("trivial", "10"):
+            steps = 0 if workload == "trivial" else int(workload)
+            for concurrency in CONCURRENCIES:
+                row: dict[str, Any] = {}
+                for side, (url, body) in (("proxy", self.proxy_url(workload)), ("floor", self.floor_url(workload))):
+                    run = await self.check(
+                        await self.client.run(
+                            url, body, concurrency, seconds=size.throughput_seconds, warmup=size.warmup_seconds
+                        ),
+                        f"throughput {workload} c={concurrency} {side}",
+                    )
+                    row[side] = {
+                        "inv_per_s": run.rate,
+                        "steps_per_s": run.rate * steps,
+                        "p50_ms": run.p(0.5),
+                        "p99_ms": run.p(0.99),
+                        "n": run.requests,
+                    }
+                self.figures[f"throughput_{workload}_c{concurrency}"] = row
+
+    async def cost_curve(self) -> None:
+        url, body = f"{self.ingress}/Bench/steps", _steps_body(BIG)
+        run = await self.check(await self.client.run(url, body, 1, count=self.size.big_runs), "1,000-step")
+        self.figures["cost_1000"] = {"median_ms": statistics.median(run.latencies) * 1000, "n": run.requests}
+
+    async def resume(self) -> None:
+        url = f"{self.ingress}/Bench/crash_once"
+        times: list[float] = []
+        for _ in range(self.size.resume_runs):
+            status, body = await self.client.post(url, _steps_body(BIG))
+            received = time.time()
+            if status != 200:
+                raise RuntimeError(f"crash_once answered {status}: {body[:300]!r}")
+            result = msgspec.json.decode(body)
+            times.append((received - float(result["crashed_at"])) * 1000)
+        self.figures["resume_1000"] = {"median_ms": statistics.median(times), "all_ms": times}
+
+    def memory(self) -> None:
+        rss, peak = rss_kib(self.proxy.pid)
+        self.figures["proxy_rss"] = {"rss_mib": rss / 1024, "peak_mib": peak / 1024}
+        from handlers_sdk import Context
+
+        self.figures["suspended_10k_rss"] = None if not hasattr(Context, "sleep") else "not measured"
+
+
+def _git_rev() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True,
+            timeout=5,
+        )  # fmt: skip
+        return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
+    work = Path(tempfile.mkdtemp(prefix="durable-proxy-bench-"))
+    handler_port, ingress_port, admin_port = free_port(), free_port(), free_port()
+    procs: list[Proc] = []
+    client: Client | None = None
+    try:
+        handler = start_handler(handler_port, work)
+        procs.append(handler)
+        proxy = start_proxy(
+            ingress_port, admin_port, handler_port, work / "data", work, bench_args.get("transport", "aiohttp")
+        )
+        procs.append(proxy)
+        client = Client(max_connections=max(CONCURRENCIES) * 2)
+        bench = _Bench(size, client, proxy, f"http://{HOST}:{ingress_port}", f"http://{HOST}:{handler_port}")
+        await bench.warm()
+        await bench.latency()
+        await bench.throughput()
+        await bench.cost_curve()
+        await bench.resume()
+        bench.memory()
+        return bench.figures
+    except Exception:
+        for proc in procs:
+            sys.stderr.write(f"--- {proc.name} log ---\n{proc.tail()}\n")
+        raise
+    finally:
+        if client is not None:
+            await client.close()
+        for proc in reversed(procs):
+            proc.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def run_benchmark(size_name: str, transport: str = "aiohttp") -> dict[str, Any]:
+    """Run every workload at `size_name` and return the figures with the environment."""
+    size = SIZES[size_name]
+    try:
+        import uvloop
+
+        figures = uvloop.run(_measure(size, {"transport": transport}))
+    except ImportError:  # pragma: no cover
+        figures = asyncio.run(_measure(size, {"transport": transport}))
+    return {
+        "size": size.name,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "environment": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "git": _git_rev(),
+            "transport": transport,
+            "load_generator": "aiohttp",
+        },
+        "figures": figures,
+    }

@@ -1,0 +1,142 @@
+"""Instrumentation of a handler's ``ctx.run`` calls: which steps it asked for, which bodies ran.
+
+The in-process runtime wraps each handler so that, per attempt, every ``ctx.run`` call is logged
+(name, call site, a JSON digest of its arguments) and every execution of a step *body* is logged
+with the journal index it belongs to. That is what lets the crash tests assert "no journaled
+step ran again" without touching the SDK: the context's ``run`` and the replay machine's
+``allocate`` are overridden on the instances of one attempt only.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import inspect
+import sys
+import threading
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from handlers_sdk.serde import to_json
+from handlers_sdk.service import HandlerDef
+
+__all__ = ["StepCall", "StepExecution", "StepRecorder"]
+
+#: The journal index most recently allocated in the current task. `Context.run` allocates its
+#: index and then calls the body in the same task (or a thread that copies the task's context),
+#: so a body always sees the index of its own step.
+_op_index: ContextVar[int] = ContextVar("durable_testing_op_index", default=-1)
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """One ``ctx.run(name, fn, *args)`` call made by the handler in one attempt (replayed or new)."""
+
+    attempt: int
+    name: str
+    #: ``file:line`` of the call.
+    source: str
+    #: JSON of ``[args, kwargs]``, or None when they are not JSON-serialisable.
+    args: bytes | None
+
+
+@dataclass(frozen=True)
+class StepExecution:
+    """One run of a step body (a side effect), at journal `index`, in attempt `attempt`."""
+
+    attempt: int
+    index: int
+    name: str
+    #: True when the index was already committed as the body started: a step ran twice.
+    journaled: bool
+
+
+def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
+    try:
+        return to_json([list(args), kwargs])
+    except (TypeError, msgspec.EncodeError):
+        return None
+
+
+class StepRecorder:
+    """Collects `StepCall`s and `StepExecution`s of one invocation across its attempts.
+
+    Args:
+        is_journaled: tells whether a journal index is committed (read when a body starts).
+        run_bodies: when False, step bodies are replaced by a no-op returning None (the local
+            replayer uses this so that no side effect of a production journal is ever repeated).
+    """
+
+    def __init__(self, is_journaled: Callable[[int], bool], run_bodies: bool = True) -> None:
+        self.calls: list[StepCall] = []
+        self.executions: list[StepExecution] = []
+        self.skipped: list[StepExecution] = []
+        self._is_journaled = is_journaled
+        self._run_bodies = run_bodies
+        self._lock = threading.Lock()
+
+    def instrument(self, handler: HandlerDef, attempt: int) -> HandlerDef:
+        """A copy of `handler` whose context records steps for `attempt`."""
+        original = handler.fn
+
+        async def observed(ctx: Any, *rest: Any) -> Any:
+            self._patch(ctx, attempt)
+            return await original(ctx, *rest)
+
+        clone = copy.copy(handler)
+        clone.fn = observed
+        return clone
+
+    def _patch(self, ctx: Any, attempt: int) -> None:
+        replay = ctx._attempt.replay
+        allocate = replay.allocate
+
+        def allocate_observed() -> int:
+            index: int = allocate()
+            _op_index.set(index)
+            return index
+
+        replay.allocate = allocate_observed
+        run = ctx.run
+
+        # A plain function returning the SDK's coroutine, not a coroutine of its own: the SDK takes
+        # the step's source line from the frame that awaits it, which must stay the user's.
+        def run_observed(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            caller = sys._getframe(1)
+            plain = {k: v for k, v in kwargs.items() if k != "options"}
+            call = StepCall(attempt, name, f"{caller.f_code.co_filename}:{caller.f_lineno}", _digest(args, plain))
+            with self._lock:
+                self.calls.append(call)
+            return run(name, self._wrap(fn, attempt, name), *args, **kwargs)
+
+        ctx.run = run_observed
+
+    def _record(self, attempt: int, name: str) -> bool:
+        index = _op_index.get()
+        execution = StepExecution(attempt, index, name, self._is_journaled(index))
+        with self._lock:
+            (self.executions if self._run_bodies else self.skipped).append(execution)
+        return self._run_bodies
+
+    def _wrap(self, fn: Callable[..., Any], attempt: int, name: str) -> Callable[..., Any]:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_body(*args: Any, **kwargs: Any) -> Any:
+                if self._record(attempt, name):
+                    return await fn(*args, **kwargs)
+                return None
+
+            return async_body
+
+        @functools.wraps(fn)
+        def body(*args: Any, **kwargs: Any) -> Any:
+            if self._record(attempt, name):
+                return fn(*args, **kwargs)
+            return None
+
+        return body

@@ -1,0 +1,1 @@
+"""End-to-end tests: real proxy and handler processes, SIGKILL and restarts."""

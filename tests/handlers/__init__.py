@@ -1,0 +1,1 @@
+"""Handler services the end-to-end and acceptance tests run under uvicorn."""

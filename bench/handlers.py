@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -60,6 +61,12 @@ async def crash_once(ctx: Context, n: int) -> dict[str, float]:
         _crashed_at[ctx.invocation_id] = time.time()
         raise RuntimeError("simulated crash after the last step")
     return {"crashed_at": _crashed_at.pop(ctx.invocation_id), "total": total}
+
+
+@bench.handler()
+async def sleeper(ctx: Context) -> None:
+    """Sleeps for an hour: a suspended invocation holds no request, task or memory."""
+    await ctx.sleep(timedelta(hours=1))
 
 
 _durable = app([bench])

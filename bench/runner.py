@@ -34,11 +34,12 @@ class Size:
     warmup_seconds: float
     big_runs: int  # 1,000-step invocations timed
     resume_runs: int  # crash + resume of a 1,000-step journal
+    suspended_count: int  # invocations suspended in ctx.sleep for the RSS figure
 
 
 SIZES = {
-    "tiny": Size("tiny", (60, 30, 5), (60, 30, 5), 0.4, 0.1, 1, 1),
-    "full": Size("full", (2000, 1000, 200), (2000, 1000, 500), 5.0, 1.0, 10, 5),
+    "tiny": Size("tiny", (60, 30, 5), (60, 30, 5), 1.0, 0.5, 1, 1, 200),
+    "full": Size("full", (2000, 1000, 200), (2000, 1000, 500), 5.0, 1.0, 10, 5, 10_000),
 }
 
 CONCURRENCIES = (16, 64)
@@ -50,8 +51,9 @@ def _steps_body(n: int) -> bytes:
 
 
 class _Bench:
-    def __init__(self, size: Size, client: Client, proxy: Proc, ingress: str, handler: str) -> None:
+    def __init__(self, size: Size, client: Client, proxy: Proc, ingress: str, admin: str, handler: str) -> None:
         self.size = size
+        self.admin = admin
         self.client = client
         self.proxy = proxy
         self.ingress = ingress  # http://127.0.0.1:port
@@ -134,9 +136,34 @@ class _Bench:
     def memory(self) -> None:
         rss, peak = rss_kib(self.proxy.pid)
         self.figures["proxy_rss"] = {"rss_mib": rss / 1024, "peak_mib": peak / 1024}
+
+    async def suspended(self) -> None:
+        """Proxy RSS once `suspended_count` invocations sleep (suspended, an hour-long ctx.sleep)."""
         from handlers_sdk import Context
 
-        self.figures["suspended_10k_rss"] = None if not hasattr(Context, "sleep") else "not measured"
+        if not hasattr(Context, "sleep"):
+            self.figures["suspended_rss"] = None
+            return
+        target = self.size.suspended_count
+        url = f"{self.ingress}/Bench/sleeper/send"
+        sent = await self.check(await self.client.run(url, b"", 64, count=target), "sleeper sends")
+        deadline = time.monotonic() + 120
+        stats: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            status, body = await self.client.get(f"{self.admin}/stats")
+            stats = msgspec.json.decode(body) if status == 200 else {}
+            if stats.get("counts", {}).get("timers", 0) >= target and stats.get("running_attempts", 1) == 0:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise RuntimeError(f"{target} sleepers not all suspended after 120 s: {stats}")
+        rss, peak = rss_kib(self.proxy.pid)
+        self.figures["suspended_rss"] = {
+            "count": sent.requests,
+            "send_per_s": sent.rate,
+            "rss_mib": rss / 1024,
+            "peak_mib": peak / 1024,
+        }
 
 
 def _git_rev() -> str:
@@ -166,13 +193,17 @@ async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
         )
         procs.append(proxy)
         client = Client(max_connections=max(CONCURRENCIES) * 2)
-        bench = _Bench(size, client, proxy, f"http://{HOST}:{ingress_port}", f"http://{HOST}:{handler_port}")
+        bench = _Bench(
+            size, client, proxy, f"http://{HOST}:{ingress_port}", f"http://{HOST}:{admin_port}",
+            f"http://{HOST}:{handler_port}",
+        )  # fmt: skip
         await bench.warm()
         await bench.latency()
         await bench.throughput()
         await bench.cost_curve()
         await bench.resume()
         bench.memory()
+        await bench.suspended()
         return bench.figures
     except Exception:
         for proc in procs:

@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
-from handlers_sdk.context import CallFuture, Context, RunOptions, SendHandle
+from handlers_sdk.context import (
+    CallFuture,
+    Context,
+    DurablePromise,
+    ObjectContext,
+    ObjectSharedContext,
+    RunOptions,
+    SendHandle,
+    WorkflowContext,
+    WorkflowSharedContext,
+)
 from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 from handlers_sdk.futures import DurableFuture, gather, select
 from handlers_sdk.server import HandlerApp, app
-from handlers_sdk.service import Service
+from handlers_sdk.service import Service, VirtualObject, Workflow
 
 __all__ = [
     "CallFuture",
     "Context",
     "DurableFuture",
+    "DurablePromise",
     "HandlerApp",
     "JournalMismatchError",
+    "ObjectContext",
+    "ObjectSharedContext",
     "RetryableError",
     "RunOptions",
     "SendHandle",
     "Service",
     "TerminalError",
+    "VirtualObject",
+    "Workflow",
+    "WorkflowContext",
+    "WorkflowSharedContext",
+    "__version__",
     "app",
     "gather",
     "select",

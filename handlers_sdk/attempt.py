@@ -49,6 +49,8 @@ class Attempt:
         self.replay = Replay(request.journal)
         self.pending: list[JournalItem] = []
         self.waiting: set[int] = set()
+        #: The object's state as this attempt sees it: the eager snapshot plus its own writes.
+        self.state: dict[str, bytes] = {k: bytes(v) for k, v in request.state.items()}
         self.mismatch: JournalMismatchError | None = None
         self.stop_detail = ""
         self._ack = ack

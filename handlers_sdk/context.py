@@ -18,13 +18,22 @@ import msgspec
 from handlers_sdk.errors import JournalMismatchError, TerminalError
 from handlers_sdk.futures import DurableFuture
 from handlers_sdk.protocol import (
+    NULL,
     AwakeableEntry,
     CallEntry,
+    ClearAllStateEntry,
+    ClearStateEntry,
     Entry,
     Failure,
+    GetStateEntry,
+    PromiseCompleteEntry,
+    PromiseGetEntry,
+    PromisePeekEntry,
     RunEntry,
     SendEntry,
+    SetStateEntry,
     SleepEntry,
+    StateKeysEntry,
     awakeable_id,
     child_invocation_id,
 )
@@ -34,7 +43,18 @@ if TYPE_CHECKING:
     from handlers_sdk.attempt import Attempt
     from handlers_sdk.service import HandlerDef
 
-__all__ = ["CallFuture", "Context", "RunOptions", "SendHandle", "context_for"]
+__all__ = [
+    "CallFuture",
+    "Context",
+    "DurablePromise",
+    "ObjectContext",
+    "ObjectSharedContext",
+    "RunOptions",
+    "SendHandle",
+    "WorkflowContext",
+    "WorkflowSharedContext",
+    "context_for",
+]
 
 T = TypeVar("T")
 
@@ -268,8 +288,145 @@ class Context:
         return awk, DurableFuture(self._attempt, index, result_type)
 
 
+    def object_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
+        """Call a handler of a VirtualObject for `key`."""
+        service, name, result_type = _target_of(handler)
+        return self.generic_call(service, name, arg, key=key, result_type=result_type)
+
+    def object_send(
+        self, handler: Callable[..., Any], key: str, arg: Any = None, *, send_delay: timedelta | None = None
+    ) -> SendHandle:
+        """One-way call of a VirtualObject handler for `key`."""
+        service, name, _ = _target_of(handler)
+        return self.generic_send(service, name, arg, key=key, send_delay=send_delay)
+
+    def workflow_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
+        """Call a handler of a Workflow for `key` (its run handler runs once per key)."""
+        return self.object_call(handler, key, arg)
+
+    def workflow_send(
+        self, handler: Callable[..., Any], key: str, arg: Any = None, *, send_delay: timedelta | None = None
+    ) -> SendHandle:
+        """One-way call of a Workflow handler for `key`."""
+        return self.object_send(handler, key, arg, send_delay=send_delay)
+
+
+class ObjectSharedContext(Context):
+    """Context of a shared object handler (and base of the others): the key and state reads."""
+
+    def key(self) -> str:
+        """The key of the virtual object (or workflow) this invocation runs for."""
+        return self._attempt.request.key
+
+    async def get(self, name: str, type_hint: Any = Any) -> Any:
+        """The value of state key `name` (None if unset), journaled so replays see the same."""
+        attempt = self._attempt
+        index = attempt.replay.allocate()
+        recorded = self._match(index, GetStateEntry(key=name))
+        if recorded is None:
+            raw = attempt.state.get(name)
+            recorded = GetStateEntry(key=name, found=raw is not None, value=msgspec.Raw(raw) if raw else NULL)
+            attempt.append(index, recorded)
+        assert isinstance(recorded, GetStateEntry)
+        return from_json(recorded.value, type_hint) if recorded.found else None
+
+    async def state_keys(self) -> list[str]:
+        """The names of all state keys, journaled."""
+        attempt = self._attempt
+        index = attempt.replay.allocate()
+        recorded = self._match(index, StateKeysEntry())
+        if recorded is None:
+            recorded = StateKeysEntry(keys=sorted(attempt.state))
+            attempt.append(index, recorded)
+        assert isinstance(recorded, StateKeysEntry)
+        return list(recorded.keys)
+
+
+class ObjectContext(ObjectSharedContext):
+    """Context of an exclusive object handler: state reads and writes.
+
+    Each write is a journal entry, applied to the stored state in the same transaction that
+    journals it (so a state change and its entry are never apart), and visible to shared
+    handlers from then on.
+    """
+
+    def _mutate(self, attempted: Entry) -> bool:
+        """Journal a state write; True if it is new (a replayed write is already in the eager
+        state this attempt received, so it must not be applied to the local view again)."""
+        attempt = self._attempt
+        index = attempt.replay.allocate()
+        if self._match(index, attempted) is not None:
+            return False
+        attempt.append(index, attempted)
+        return True
+
+    def set(self, name: str, value: Any) -> None:
+        """Set state key `name` to `value` (any JSON-serialisable value)."""
+        raw = to_json(value)
+        if self._mutate(SetStateEntry(key=name, value=msgspec.Raw(raw))):
+            self._attempt.state[name] = raw
+
+    def clear(self, name: str) -> None:
+        """Remove state key `name`."""
+        if self._mutate(ClearStateEntry(key=name)):
+            self._attempt.state.pop(name, None)
+
+    def clear_all(self) -> None:
+        """Remove every state key."""
+        if self._mutate(ClearAllStateEntry()):
+            self._attempt.state.clear()
+
+
+class DurablePromise:
+    """A named promise of a workflow key: awaited by one handler, resolved by another."""
+
+    def __init__(self, ctx: Context, name: str, type_hint: Any = Any) -> None:
+        self._ctx = ctx
+        self.name = name
+        self._type = type_hint
+
+    def value(self) -> DurableFuture[Any]:
+        """A future of the promise's value: ``await ctx.promise("email-link").value()``."""
+        index = self._ctx._journal(PromiseGetEntry(name=self.name))
+        return DurableFuture(self._ctx._attempt, index, self._type)
+
+    async def peek(self) -> Any:
+        """The value if the promise is resolved, else None (a rejected one raises TerminalError)."""
+        index = self._ctx._journal(PromisePeekEntry(name=self.name))
+        return await DurableFuture(self._ctx._attempt, index, self._type)
+
+    def resolve(self, value: Any) -> DurableFuture[None]:
+        """Resolve the promise; awaiting the result raises TerminalError (409) if it was already
+        completed."""
+        entry = PromiseCompleteEntry(name=self.name, resolution=msgspec.Raw(to_json(value)))
+        index = self._ctx._journal(entry)
+        return DurableFuture(self._ctx._attempt, index)
+
+    def reject(self, message: str, status_code: int = 500) -> DurableFuture[None]:
+        """Reject the promise: its waiters get a TerminalError."""
+        entry = PromiseCompleteEntry(name=self.name, rejection=Failure(code=status_code, message=message))
+        index = self._ctx._journal(entry)
+        return DurableFuture(self._ctx._attempt, index)
+
+
+class WorkflowSharedContext(ObjectSharedContext):
+    """Context of a workflow's shared handlers: state reads and durable promises."""
+
+    def promise(self, name: str, type_hint: Any = Any) -> DurablePromise:
+        """The durable promise `name` of this workflow key."""
+        return DurablePromise(self, name, type_hint)
+
+
+class WorkflowContext(ObjectContext, WorkflowSharedContext):
+    """Context of a workflow's run handler: state reads and writes, durable promises."""
+
+
 def context_for(handler: HandlerDef, attempt: Attempt) -> Context:
-    """The context object a handler receives."""
+    """The context object a handler receives, by service type and handler kind."""
+    if handler.service_type == "object":
+        return ObjectContext(attempt) if handler.kind == "exclusive" else ObjectSharedContext(attempt)
+    if handler.service_type == "workflow":
+        return WorkflowContext(attempt) if handler.kind == "workflow" else WorkflowSharedContext(attempt)
     return Context(attempt)
 
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from handlers_sdk.errors import TerminalError
-from handlers_sdk.protocol import CompletableEntry, SleepEntry
+from handlers_sdk.protocol import CompletableEntry, PromisePeekEntry, SleepEntry
 from handlers_sdk.serde import from_json
 
 if TYPE_CHECKING:
@@ -39,6 +39,8 @@ class DurableFuture(Generic[T]):
 
     def _value(self, entry: CompletableEntry) -> T:
         if isinstance(entry, SleepEntry):
+            return None  # type: ignore[return-value]
+        if isinstance(entry, PromisePeekEntry) and not entry.found:
             return None  # type: ignore[return-value]
         if entry.failure is not None:
             raise TerminalError(entry.failure.message, entry.failure.code)

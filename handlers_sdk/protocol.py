@@ -18,6 +18,7 @@ import msgspec
 
 __all__ = [
     "ACK_PATH",
+    "COMPLETABLE",
     "CONTENT_TYPE",
     "NULL",
     "PROTOCOL_VERSION",
@@ -25,21 +26,29 @@ __all__ = [
     "AppendResponse",
     "AwakeableEntry",
     "CallEntry",
+    "ClearAllStateEntry",
+    "ClearStateEntry",
     "CompletableEntry",
     "Completed",
     "Entry",
     "Errored",
     "Failed",
     "Failure",
+    "GetStateEntry",
     "HandlerInfo",
     "InvokeRequest",
     "JournalItem",
     "Manifest",
     "Outcome",
+    "PromiseCompleteEntry",
+    "PromiseGetEntry",
+    "PromisePeekEntry",
     "RunEntry",
     "SendEntry",
     "ServiceInfo",
+    "SetStateEntry",
     "SleepEntry",
+    "StateKeysEntry",
     "Suspended",
     "awakeable_id",
     "child_invocation_id",
@@ -128,11 +137,95 @@ class AwakeableEntry(_Wire, tag="awakeable", kw_only=True):
     seq: int = 0
 
 
+class GetStateEntry(_Wire, tag="get_state", kw_only=True):
+    """A state read of a virtual object or workflow, journaled with the value it returned."""
+
+    key: str
+    found: bool = False
+    value: msgspec.Raw = NULL
+
+
+class SetStateEntry(_Wire, tag="set_state", kw_only=True):
+    """A state write; the proxy applies an attempt's writes when the invocation ends."""
+
+    key: str
+    value: msgspec.Raw = NULL
+
+
+class ClearStateEntry(_Wire, tag="clear_state", kw_only=True):
+    """Removal of one state key."""
+
+    key: str
+
+
+class ClearAllStateEntry(_Wire, tag="clear_all_state", kw_only=True):
+    """Removal of every state key of the object."""
+
+
+class StateKeysEntry(_Wire, tag="state_keys", kw_only=True):
+    """The list of state keys, journaled as it was returned."""
+
+    keys: list[str] = []
+
+
+class PromiseGetEntry(_Wire, tag="promise_get", kw_only=True):
+    """Waits for a workflow's durable promise; completed by the proxy when it is resolved."""
+
+    name: str
+    completed: bool = False
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    seq: int = 0
+
+
+class PromisePeekEntry(_Wire, tag="promise_peek", kw_only=True):
+    """Reads a durable promise without waiting; the proxy completes it when journaling it
+    (``found`` tells whether the promise had a value)."""
+
+    name: str
+    completed: bool = False
+    found: bool = False
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    seq: int = 0
+
+
+class PromiseCompleteEntry(_Wire, tag="promise_complete", kw_only=True):
+    """Resolves (``resolution``) or rejects (``rejection``) a durable promise. The proxy completes
+    the entry itself with null, or with a 409 failure if the promise was already completed."""
+
+    name: str
+    resolution: msgspec.Raw = NULL
+    rejection: Failure | None = None
+    completed: bool = False
+    value: msgspec.Raw = NULL
+    failure: Failure | None = None
+    seq: int = 0
+
+
 #: A journal entry. ``seq`` of a completable entry is its completion order within the
 #: invocation (1, 2, ...), which makes ``select`` deterministic on replay.
-Entry = RunEntry | SleepEntry | CallEntry | SendEntry | AwakeableEntry
-#: Entries the proxy completes later (the handler suspends while waiting on them).
-CompletableEntry = SleepEntry | CallEntry | AwakeableEntry
+Entry = (
+    RunEntry
+    | SleepEntry
+    | CallEntry
+    | SendEntry
+    | AwakeableEntry
+    | GetStateEntry
+    | SetStateEntry
+    | ClearStateEntry
+    | ClearAllStateEntry
+    | StateKeysEntry
+    | PromiseGetEntry
+    | PromisePeekEntry
+    | PromiseCompleteEntry
+)
+#: Entries the proxy completes (the handler suspends while waiting on them).
+CompletableEntry = (
+    SleepEntry | CallEntry | AwakeableEntry | PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry
+)
+#: The same, as a tuple for isinstance checks.
+COMPLETABLE = (SleepEntry, CallEntry, AwakeableEntry, PromiseGetEntry, PromisePeekEntry, PromiseCompleteEntry)
 
 
 class JournalItem(_Wire, kw_only=True):
@@ -158,6 +251,8 @@ class InvokeRequest(_Wire, kw_only=True):
     callback_url: str = ""
     random_seed: int = 0
     headers: dict[str, str] = {}
+    #: The whole state of the virtual object or workflow key, sent eagerly (key -> JSON value).
+    state: dict[str, msgspec.Raw] = {}
 
 
 class AppendRequest(_Wire, kw_only=True):
@@ -219,6 +314,8 @@ class HandlerInfo(_Wire, kw_only=True):
     """A handler as announced by discovery."""
 
     name: str
+    #: ``exclusive`` (one at a time per key) or ``shared`` for objects; ``workflow`` for a
+    #: workflow's run handler (``shared`` for its others); empty for plain services.
     kind: Literal["exclusive", "shared", "workflow", ""] = ""
 
 

@@ -6,14 +6,22 @@ from collections.abc import Iterable
 
 from handlers_sdk.errors import JournalMismatchError
 from handlers_sdk.protocol import (
-    AwakeableEntry,
+    COMPLETABLE,
     CallEntry,
+    ClearAllStateEntry,
+    ClearStateEntry,
     CompletableEntry,
     Entry,
+    GetStateEntry,
     JournalItem,
+    PromiseCompleteEntry,
+    PromiseGetEntry,
+    PromisePeekEntry,
     RunEntry,
     SendEntry,
+    SetStateEntry,
     SleepEntry,
+    StateKeysEntry,
 )
 
 __all__ = ["Replay", "describe", "header"]
@@ -28,7 +36,25 @@ def header(entry: Entry) -> tuple[str, ...]:
     if isinstance(entry, CallEntry | SendEntry):
         kind = "call" if isinstance(entry, CallEntry) else "send"
         return (kind, entry.service, entry.handler, entry.key)
+    if isinstance(entry, GetStateEntry | SetStateEntry | ClearStateEntry):
+        return (_TAGS[type(entry)], entry.key)
+    if isinstance(entry, PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry):
+        return (_TAGS[type(entry)], entry.name)
+    if isinstance(entry, ClearAllStateEntry | StateKeysEntry):
+        return (_TAGS[type(entry)],)
     return ("awakeable",)
+
+
+_TAGS: dict[type, str] = {
+    GetStateEntry: "get_state",
+    SetStateEntry: "set_state",
+    ClearStateEntry: "clear_state",
+    ClearAllStateEntry: "clear_all_state",
+    StateKeysEntry: "state_keys",
+    PromiseGetEntry: "promise_get",
+    PromisePeekEntry: "promise_peek",
+    PromiseCompleteEntry: "promise_complete",
+}
 
 
 def describe(entry: Entry) -> str:
@@ -39,6 +65,8 @@ def describe(entry: Entry) -> str:
     if kind in ("call", "send"):
         service, handler, key = fields
         return f"{kind} {service}/{key + '/' if key else ''}{handler}"
+    if fields:
+        return f'{kind} "{fields[0]}"'
     return kind
 
 
@@ -93,6 +121,6 @@ class Replay:
     def completion(self, index: int) -> CompletableEntry | None:
         """The recorded entry at `index` if the proxy has completed it, else None."""
         recorded = self._recorded.get(index)
-        if isinstance(recorded, SleepEntry | CallEntry | AwakeableEntry) and recorded.completed:
+        if isinstance(recorded, COMPLETABLE) and recorded.completed:
             return recorded
         return None

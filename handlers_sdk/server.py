@@ -13,7 +13,7 @@ from handlers_sdk.attempt import run_attempt
 from handlers_sdk.protocol import PROTOCOL_VERSION, Manifest, decode_invoke, encode
 from handlers_sdk.service import Service
 
-__all__ = ["HandlerApp", "app"]
+__all__ = ["MAX_REQUEST_BYTES", "HandlerApp", "app"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -79,7 +79,7 @@ class HandlerApp:
             return
         try:
             request = decode_invoke(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             await _error(send, 400, f"bad invoke request: {exc}")
             return
         if request.protocol_version != PROTOCOL_VERSION:

@@ -15,7 +15,7 @@ from proxy.app import create_app
 from proxy.config import Settings, settings_from
 from proxy.store import StoreLocked
 
-__all__ = ["main"]
+__all__ = ["main", "serve"]
 
 log = logging.getLogger("proxy")
 
@@ -64,6 +64,9 @@ async def serve(settings: Settings) -> None:
     def stop() -> None:
         ingress.should_exit = True
         admin.should_exit = True
+        # Waiting callers would keep uvicorn's graceful shutdown open forever (their invocations
+        # cannot finish once step acks are refused): answer them 503 now.
+        apps.runtime.release_waiters()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)

@@ -26,7 +26,7 @@ def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
         body = await read_body(request, settings.max_entry_bytes + _ENVELOPE, settings.body_read_timeout)
         try:
             append_request = decode_append(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f"bad append request: {exc}") from None
         await runtime.invoker.append(append_request)
         faults.hit("callbacks.before_response")

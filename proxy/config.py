@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["Settings", "parse_duration", "parse_size", "settings_from"]
+__all__ = ["Settings", "parse_duration", "parse_size", "settings_from", "settings_table"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

@@ -16,14 +16,21 @@ from typing import cast
 import msgspec
 
 from handlers_sdk.protocol import (
+    COMPLETABLE,
     NULL,
     AwakeableEntry,
     CallEntry,
+    ClearAllStateEntry,
+    ClearStateEntry,
     Entry,
     Failure,
     JournalItem,
+    PromiseCompleteEntry,
+    PromiseGetEntry,
+    PromisePeekEntry,
     RunEntry,
     SendEntry,
+    SetStateEntry,
     SleepEntry,
     awakeable_id,
     child_invocation_id,
@@ -33,6 +40,7 @@ from handlers_sdk.replay import header
 from proxy.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
 from proxy.journal import InvocationRecord, decode_record, encode_record, start_attempt
 from proxy.keys import START_INDEX, invocation_key, journal_key, timer_key
+from proxy.objects import PromiseRecord, admit, apply_state, promise_key, read_promise, write_promise
 from proxy.writer import Txn
 
 __all__ = [
@@ -40,15 +48,18 @@ __all__ = [
     "Resolver",
     "complete_entry",
     "create_invocation",
+    "is_completed",
+    "new_seed",
     "new_token",
     "put_record",
     "read_entry",
     "read_record",
+    "start_or_queue",
     "write_entries",
 ]
 
-#: Finds the deployment serving service/handler; raises NotFound when there is none.
-Resolver = Callable[[str, str], str]
+#: Finds (deployment id, handler kind, service type) of service/handler; NotFound if unknown.
+Resolver = Callable[[str, str], tuple[str, str, str]]
 
 _item_decoder = msgspec.json.Decoder(JournalItem)
 
@@ -103,17 +114,26 @@ def read_entry(txn: Txn, invocation_id: str, index: int) -> Entry | None:
 def create_invocation(
     txn: Txn, record: InvocationRecord, body: bytes, effects: Effects, start_at_ms: int = 0
 ) -> InvocationRecord:
-    """Write a new invocation: running at once (its first attempt committed), or scheduled."""
+    """Write a new invocation (attempt 0): admitted at once (running, or pending behind its key's
+    lock), or scheduled for `start_at_ms`."""
     key = invocation_key(record.id)
     if start_at_ms:
-        record = msgspec.structs.replace(record, status="scheduled", attempt=0, token="", scheduled_at_ms=start_at_ms)
+        record = msgspec.structs.replace(record, status="scheduled", token="", scheduled_at_ms=start_at_ms)
         txn.put("timers", timer_key(start_at_ms, record.id, START_INDEX), b"")
         effects.arm(start_at_ms)
     else:
-        effects.launch.append(record)
+        record = start_or_queue(txn, record, record.modified_ms, effects)
     txn.put("invocations", key, encode_record(record))
     txn.put("inputs", key, body or b"null")
     txn.put("active", key, b"")
+    return record
+
+
+def start_or_queue(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> InvocationRecord:
+    """Admit `record` (see `objects.admit`); a started one is queued in `effects` for sending."""
+    record = admit(txn, record, now, new_token())
+    if record.status == "running":
+        effects.launch.append(record)
     return record
 
 
@@ -125,27 +145,43 @@ def _child(
     if entry.invocation_id != child_invocation_id(parent.id, index):
         raise BadRequest(f"entry {index}: child id must be child_invocation_id(parent, index)")
     try:
-        deployment = resolve(entry.service, entry.handler)
+        deployment, kind, service_type = resolve(entry.service, entry.handler)
     except NotFound as exc:
         return Failure(code=404, message=exc.message)
+    keyed = service_type != "service"
+    if keyed and not entry.key:
+        return Failure(code=400, message=f"{entry.service} is a keyed {service_type}: a key is required")
     is_call = isinstance(entry, CallEntry)
     record = InvocationRecord(
         id=entry.invocation_id,
         service=entry.service,
         handler=entry.handler,
-        key=entry.key,
+        key=entry.key if keyed else "",
+        status="pending",
         created_ms=now,
         modified_ms=now,
         deployment_id=deployment,
-        attempt=1,
-        token=new_token(),
         random_seed=new_seed(),
         parent_id=parent.id if is_call else "",
         parent_index=index if is_call else 0,
+        kind=kind,
+        keyed=keyed,
     )
     delay = entry.delay_ms if isinstance(entry, SendEntry) else 0
     create_invocation(txn, record, bytes(entry.input), effects, start_at_ms=now + delay if delay else 0)
     return None
+
+
+def _same_operation(recorded: Entry, sent: Entry) -> bool:
+    """True if `sent` is a re-send of `recorded` (the response to an earlier append was lost).
+
+    A step result must be the very same one: otherwise the handler would go on with a value
+    other than the journaled one. Entries the proxy completes later are compared by header only,
+    because their stored form changes when they are completed.
+    """
+    if isinstance(recorded, RunEntry) or isinstance(sent, RunEntry):
+        return encode(recorded) == encode(sent)
+    return header(recorded) == header(sent)
 
 
 def write_entries(
@@ -170,7 +206,7 @@ def write_entries(
         key = journal_key(record.id, index)
         existing = txn.get("journal", key)
         if existing is not None:
-            if header(_item_decoder.decode(existing).entry) == header(entry):
+            if _same_operation(_item_decoder.decode(existing).entry, entry):
                 continue
             raise Fenced(f"journal index {index} of {record.id} is already taken")
         if isinstance(entry, SleepEntry):
@@ -193,8 +229,63 @@ def write_entries(
             if entry.id != awakeable_id(record.id, index):
                 raise BadRequest(f"entry {index}: awakeable id must be awakeable_id(invocation, index)")
             entry = msgspec.structs.replace(entry, completed=False, value=NULL, failure=None, seq=0)
+        elif isinstance(entry, SetStateEntry | ClearStateEntry | ClearAllStateEntry):
+            apply_state(txn, record, entry)
+        elif isinstance(entry, PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry):
+            entry, record = _promise_entry(txn, record, index, entry, now, effects)
         txn.put("journal", key, encode(JournalItem(index=index, entry=entry)))
     return record
+
+
+def _promise_entry(
+    txn: Txn,
+    record: InvocationRecord,
+    index: int,
+    entry: PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry,
+    now: int,
+    effects: Effects,
+) -> tuple[Entry, InvocationRecord]:
+    """Journal a promise operation: wait on it, peek at it, or complete it and wake its waiters."""
+    if not record.keyed:
+        raise BadRequest("durable promises exist only in workflows")
+    promise = read_promise(txn, record.service, record.key, entry.name)
+    if isinstance(entry, PromiseGetEntry):
+        if promise is None or not promise.completed:
+            waiter = promise_key(record.service, record.key, entry.name) + journal_key(record.id, index)
+            txn.put("promise_waiters", waiter, b"")
+            return msgspec.structs.replace(entry, completed=False, seq=0), record
+        seq = record.completion_seq + 1
+        raw = msgspec.Raw(promise.value) if promise.value is not None else NULL
+        done = msgspec.structs.replace(entry, completed=True, seq=seq, value=raw, failure=promise.failure)
+        return done, msgspec.structs.replace(record, completion_seq=seq)
+    seq = record.completion_seq + 1
+    record = msgspec.structs.replace(record, completion_seq=seq)
+    if isinstance(entry, PromisePeekEntry):
+        found = promise is not None and promise.completed
+        raw = msgspec.Raw(promise.value) if found and promise and promise.value is not None else NULL
+        failure = promise.failure if found and promise else None
+        return msgspec.structs.replace(entry, completed=True, seq=seq, found=found, value=raw, failure=failure), record
+    if promise is not None and promise.completed:
+        failure = Failure(code=409, message=f"promise '{entry.name}' is already completed")
+        return msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=failure), record
+    value = bytes(entry.resolution) if entry.rejection is None else None
+    write_promise(
+        txn, record.service, record.key, PromiseRecord(name=entry.name, completed=True, value=value, failure=entry.rejection)
+    )
+    done = msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=None)
+    # Waiters may include this very invocation: store it first and read it back afterwards.
+    put_record(txn, record)
+    prefix = promise_key(record.service, record.key, entry.name)
+    for waiter, _ in list(txn.items_with_prefix("promise_waiters", prefix)):
+        txn.delete("promise_waiters", waiter)
+        waiter_id, waiter_index = waiter[len(prefix) : -5].decode("ascii"), int.from_bytes(waiter[-4:], "big")
+        try:
+            complete_entry(txn, waiter_id, waiter_index, now=now, effects=effects, value=value, failure=entry.rejection)
+        except (NotFound, Conflict):
+            continue
+    updated = read_record(txn, record.id)
+    assert updated is not None
+    return done, updated
 
 
 def complete_entry(
@@ -206,7 +297,7 @@ def complete_entry(
     effects: Effects,
     value: bytes | None = None,
     failure: Failure | None = None,
-    kinds: tuple[type, ...] = (SleepEntry, CallEntry, AwakeableEntry),
+    kinds: tuple[type, ...] = (SleepEntry, CallEntry, AwakeableEntry, PromiseGetEntry),
 ) -> None:
     """Complete the entry at `index` (a timer fired, a child finished, an awakeable was resolved).
 
@@ -222,7 +313,7 @@ def complete_entry(
     entry = read_entry(txn, invocation_id, index) if record is not None else None
     if record is None or entry is None:
         raise NotFound(f"no entry {index} in invocation {invocation_id}")
-    if not isinstance(entry, kinds) or isinstance(entry, RunEntry | SendEntry):
+    if not isinstance(entry, kinds) or not isinstance(entry, COMPLETABLE):
         raise BadRequest(f"entry {index} of {invocation_id} is a {type(entry).__name__}")
     if entry.completed:
         raise Conflict(f"entry {index} of {invocation_id} is already completed")
@@ -243,4 +334,4 @@ def complete_entry(
 def is_completed(txn: Txn, invocation_id: str, index: int) -> bool:
     """True if the entry at `index` exists and has been completed by the proxy."""
     entry = read_entry(txn, invocation_id, index)
-    return isinstance(entry, SleepEntry | CallEntry | AwakeableEntry) and entry.completed
+    return isinstance(entry, COMPLETABLE) and entry.completed

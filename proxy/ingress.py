@@ -17,7 +17,7 @@ from proxy.journal import InvocationRecord
 from proxy.runtime import Runtime, Target
 from proxy.web import check_json, exception_handlers, json_response, read_body
 
-__all__ = ["create_ingress", "outcome_response"]
+__all__ = ["create_ingress", "outcome_response", "parse_delay"]
 
 #: Request headers that are not forwarded to the handler (Restate drops the same ones).
 _NOT_FORWARDED = frozenset(
@@ -88,6 +88,11 @@ def create_ingress(runtime: Runtime) -> Starlette:
         idempotency = request.headers.get("idempotency-key")
         if idempotency is not None and not idempotency.strip():
             raise BadRequest("idempotency-key must not be empty")
+        is_workflow_run = runtime.registry.service(target.service).handlers.get(target.handler) == "workflow"
+        if is_workflow_run and idempotency is not None:
+            raise BadRequest("idempotency-key is not allowed on a workflow's run: the workflow key already is one")
+        if is_workflow_run and delay_ms:
+            raise BadRequest("delay is not supported for workflows")
         body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout)
         check_json(request, body)
         forwarded: dict[str, str] = {}
@@ -114,6 +119,18 @@ def create_ingress(runtime: Runtime) -> Starlette:
             return outcome_response(record)
         raise NotFound(f"unknown action '{action}': use attach or output")
 
+    async def workflow(request: Request) -> Response:
+        invocation_id = runtime.workflow_run(request.path_params["workflow"], request.path_params["key"])
+        action = request.path_params["action"]
+        if action == "attach":
+            return outcome_response(await runtime.wait(invocation_id))
+        if action == "output":
+            record = runtime.get(invocation_id)
+            if not record.is_completed:
+                raise NotReady(f"workflow run {invocation_id} has not completed yet")
+            return outcome_response(record)
+        raise NotFound(f"unknown action '{action}': use attach or output")
+
     async def awakeable(request: Request) -> Response:
         action = request.path_params["action"]
         if action not in ("resolve", "reject"):
@@ -135,6 +152,7 @@ def create_ingress(runtime: Runtime) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/restate/invocation/{invocation_id}/{action}", invocation, methods=["GET"]),
+        Route("/restate/workflow/{workflow}/{key}/{action}", workflow, methods=["GET"]),
         Route("/restate/awakeables/{awakeable_id}/{action}", awakeable, methods=["POST"]),
         Route("/restate/a/{awakeable_id}/{action}", awakeable, methods=["POST"]),
         Route("/{path:path}", invoke, methods=["POST"]),

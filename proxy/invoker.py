@@ -16,6 +16,7 @@ from typing import Any, cast
 import msgspec
 
 from handlers_sdk.protocol import (
+    CONTENT_TYPE,
     PROTOCOL_VERSION,
     AppendRequest,
     Completed,
@@ -53,6 +54,7 @@ from proxy.journal import (
     suspend,
 )
 from proxy.keys import invocation_key, journal_prefix
+from proxy.objects import read_state, release
 from proxy.registry import Registry
 from proxy.retry import RetryPolicy
 from proxy.store import Store
@@ -118,17 +120,18 @@ class Invoker:
 
     # -- scheduling ---------------------------------------------------------------------------
 
-    def resolve(self, service: str, handler: str) -> str:
-        """The deployment id serving `service`/`handler` (NotFound otherwise).
+    def resolve(self, service: str, handler: str) -> tuple[str, str, str]:
+        """(deployment id, handler kind, service type) of `service`/`handler` (NotFound otherwise).
 
-        Runs in the writer thread: it only reads the registry's dicts.
+        Runs in the writer thread too: it only reads the registry's dicts.
         """
         svc = self._registry.services.get(service)
         if svc is None:
             raise NotFound(f"service '{service}' not found")
-        if handler not in svc.handlers:
+        kind = svc.handlers.get(handler)
+        if kind is None:
             raise NotFound(f"handler '{service}/{handler}' not found")
-        return svc.deployment_id
+        return svc.deployment_id, kind, svc.type
 
     def apply(self, effects: Effects) -> None:
         """Act on what a committed transaction asked for."""
@@ -202,6 +205,11 @@ class Invoker:
         if live is None or live.attempt != request.attempt or live.token != request.token:
             raise Fenced(f"attempt {request.attempt} of {request.invocation_id} is not current")
         item = JournalItem(index=request.index, entry=request.entry)
+        # Measured as stored, like `_cap_entries` does for outcomes: the callback's body limit
+        # alone would let entries up to its envelope allowance past max_entry_bytes.
+        max_entry = self._settings.max_entry_bytes
+        if len(encode(item)) > max_entry:
+            raise PayloadTooLarge(f"entry {request.index} of {request.invocation_id} is over {max_entry} bytes")
         max_entries = self._settings.max_journal_entries
         now = self._clock.now_ms()
 
@@ -254,6 +262,9 @@ class Invoker:
             callback_url=self._settings.effective_callback_url,
             random_seed=record.random_seed,
             headers=record.headers,
+            state={k: msgspec.Raw(v) for k, v in read_state(self._store, record.service, record.key).items()}
+            if record.keyed
+            else {},
         )
         return encode(request)
 
@@ -287,9 +298,14 @@ class Invoker:
             retry_after = _retry_after_ms(response.headers.get("retry-after"))
             message = f"handler answered HTTP {response.status}: {response.body[:300]!r}"
             return _AttemptFailure(Failure(code=response.status, message=message), retry_after)
+        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != CONTENT_TYPE:
+            # An HTML error page or a proxy's answer, even one that happens to parse: not an outcome.
+            message = f"protocol violation: content-type {content_type!r}, expected {CONTENT_TYPE}"
+            return _AttemptFailure(Failure(code=571, message=message))
         try:
             return decode_outcome(response.body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             return _AttemptFailure(Failure(code=571, message=f"protocol violation: bad outcome: {exc}"))
 
     async def _settle(self, record: InvocationRecord, live: _Live, result: Outcome | _AttemptFailure) -> None:
@@ -331,6 +347,10 @@ class Invoker:
             put_record(txn, updated)
             if updated.is_completed:
                 effects.completed.append(updated)
+                admitted = release(txn, updated, now, new_token())
+                if admitted is not None:
+                    put_record(txn, admitted)
+                    effects.launch.append(admitted)
                 if updated.parent_id:
                     _complete_parent(txn, updated, now, effects)
             return updated, effects

@@ -1,6 +1,7 @@
 """Invocation records and their pure transitions. No I/O: values in, values (or errors) out.
 
-Statuses (Restate's names): ``scheduled`` (a delayed send, not started yet), ``running`` (an
+Statuses (Restate's names): ``scheduled`` (a delayed send, not started yet), ``pending`` (queued
+behind another exclusive invocation of the same object key), ``running`` (an
 attempt is in flight), ``suspended`` (waiting on a timer, call or awakeable: no attempt, no
 memory), ``backing-off`` (waiting for the next retry), ``paused`` (retries exhausted or a journal
 mismatch; needs a human), ``completed`` (a result or a terminal failure is stored).
@@ -29,7 +30,7 @@ __all__ = [
     "suspend",
 ]
 
-ACTIVE_STATUSES = frozenset({"scheduled", "running", "suspended", "backing-off", "paused"})
+ACTIVE_STATUSES = frozenset({"scheduled", "pending", "running", "suspended", "backing-off", "paused"})
 
 
 class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -64,6 +65,10 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
     completion_seq: int = 0
     #: When a scheduled (delayed) invocation starts.
     scheduled_at_ms: int = 0
+    #: The handler's kind (``exclusive``, ``shared``, ``workflow`` or empty for services).
+    kind: str = ""
+    #: True for objects and workflows: the invocation sees its key's state.
+    keyed: bool = False
 
     @property
     def is_completed(self) -> bool:

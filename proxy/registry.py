@@ -74,7 +74,7 @@ class Registry:
             raise BadRequest(f"discovery at {url} answered {response.status}")
         try:
             manifest = decode_manifest(response.body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f"discovery at {url} sent a bad manifest: {exc}") from exc
         if manifest.protocol_version != PROTOCOL_VERSION:
             raise BadRequest(f"{url} speaks protocol {manifest.protocol_version}, not {PROTOCOL_VERSION}")

@@ -13,11 +13,12 @@ from handlers_sdk.protocol import AwakeableEntry, Failure, parse_awakeable_id
 from proxy import faults
 from proxy.clock import Clock, SystemClock
 from proxy.config import Settings
-from proxy.entries import Effects, complete_entry, create_invocation, new_seed, new_token, read_record
-from proxy.errors import BadRequest, NotFound
+from proxy.entries import Effects, complete_entry, create_invocation, new_seed, read_record
+from proxy.errors import BadRequest, NotFound, Unavailable
 from proxy.invoker import Invoker
 from proxy.journal import InvocationRecord, decode_record
 from proxy.keys import idempotency_key, invocation_key, new_invocation_id
+from proxy.objects import object_hash
 from proxy.registry import Registry
 from proxy.store import Store
 from proxy.timers import Timers
@@ -48,6 +49,8 @@ class Runtime:
         self.clock: Clock = clock or SystemClock()
         self._transport = transport
         self._waiters: dict[str, list[asyncio.Future[InvocationRecord]]] = {}
+        #: Set on shutdown: no client waits for a result any more (see `release_waiters`).
+        self.draining = False
         self._background: set[asyncio.Task[None]] = set()
         self.started = False
 
@@ -140,7 +143,7 @@ class Runtime:
         Returns:
             The record and True if it was created by this call, False if it already existed.
         """
-        deployment = self.invoker.resolve(target.service, target.handler)
+        deployment, kind, service_type = self.invoker.resolve(target.service, target.handler)
         now = self.clock.now_ms()
         inv_id = new_invocation_id(now)
         record = InvocationRecord(
@@ -148,16 +151,17 @@ class Runtime:
             service=target.service,
             handler=target.handler,
             key=target.key,
-            status="running",
+            status="pending",
             created_ms=now,
             modified_ms=now,
             deployment_id=deployment,
-            attempt=1,
-            token=new_token(),
             idempotency_key=idempotency,
             headers=headers,
             random_seed=new_seed(),
+            kind=kind,
+            keyed=service_type != "service",
         )
+        workflow_row = object_hash(target.service, target.key) if kind == "workflow" else None
         idem_row = (
             idempotency_key(target.service, target.handler, target.key, idempotency)
             if idempotency is not None
@@ -174,6 +178,14 @@ class Runtime:
                     if existing is not None and not (existing.is_completed and existing.expires_ms <= now):
                         return existing, False, effects
                 txn.put("idempotency", idem_row, inv_id.encode("ascii"))
+            if workflow_row is not None:
+                # A workflow runs once per key: a second submission gets the first run.
+                existing_id = txn.get("workflows", workflow_row)
+                if existing_id is not None:
+                    existing = read_record(txn, existing_id.decode("ascii"))
+                    if existing is not None:
+                        return existing, False, effects
+                txn.put("workflows", workflow_row, inv_id.encode("ascii"))
             start_at = now + delay_ms if delay_ms > 0 else 0
             return create_invocation(txn, record, body, effects, start_at_ms=start_at), True, effects
 
@@ -208,6 +220,16 @@ class Runtime:
 
         self.invoker.apply(await self.writer.submit(write))
 
+    def workflow_run(self, workflow: str, key: str) -> str:
+        """The invocation id of a workflow key's run, or NotFound."""
+        svc = self.registry.service(workflow)
+        if svc.type != "workflow":
+            raise BadRequest(f"'{workflow}' is not a workflow")
+        found = self.store.get("workflows", object_hash(workflow, key))
+        if found is None:
+            raise NotFound(f"workflow '{workflow}/{key}' not found")
+        return found.decode("ascii")
+
     def get(self, invocation_id: str) -> InvocationRecord:
         """The stored record of an invocation, or NotFound."""
         data = None
@@ -218,7 +240,16 @@ class Runtime:
         return cast(InvocationRecord, decode_record(data, InvocationRecord))
 
     async def wait(self, invocation_id: str) -> InvocationRecord:
-        """Wait until the invocation is completed and return its record."""
+        """Wait until the invocation is completed and return its record.
+
+        Raises:
+            Unavailable: the proxy is shutting down (the invocation goes on after the restart).
+        """
+        if self.draining:
+            record = self.get(invocation_id)
+            if record.is_completed:
+                return record
+            raise Unavailable("the proxy is shutting down; attach again once it is back")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[InvocationRecord] = loop.create_future()
         # Register before reading, so a completion between the read and the wait is not missed.
@@ -233,6 +264,18 @@ class Runtime:
             waiters.remove(future)
             if not waiters:
                 self._waiters.pop(invocation_id, None)
+
+    def release_waiters(self) -> None:
+        """Shutdown: answer every client waiting for a result with 503 instead of keeping it waiting.
+
+        A waiting request would otherwise hold the HTTP server open until its invocation finishes,
+        which cannot happen once the servers stop accepting step acks (SIGTERM would never exit).
+        """
+        self.draining = True
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(Unavailable("the proxy is shutting down; attach again once it is back"))
 
     def _completed(self, record: InvocationRecord) -> None:
         for future in self._waiters.get(record.id, ()):

@@ -26,6 +26,13 @@ DBS = {
     "deployments": "deployment id -> DeploymentRecord (msgpack)",
     "services": "service name -> ServiceRecord (msgpack)",
     "timers": "be64 due ms, invocation id, NUL, be32 index -> b'' (sleeps and delayed starts)",
+    "locks": "sha256(service, key) -> invocation id holding an object or workflow key",
+    "inbox": "sha256(service, key) be64 seq -> invocation id waiting for the key's lock",
+    "state": "sha256(service, key) sha256(name)[:16] -> msgpack (name, JSON value)",
+    "workflows": "sha256(workflow, key) -> invocation id of its run",
+    "promises": "sha256(workflow, key) sha256(name)[:16] -> PromiseRecord (msgpack)",
+    "promise_waiters": "promise key, invocation id, NUL, be32 index -> b''",
+    "meta": "counters (inbox_seq)",
 }
 
 

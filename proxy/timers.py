@@ -14,9 +14,8 @@ import logging
 
 from proxy import faults
 from proxy.clock import Clock
-from proxy.entries import Effects, complete_entry, new_token, put_record, read_record
+from proxy.entries import Effects, complete_entry, put_record, read_record, start_or_queue
 from proxy.errors import ProxyError
-from proxy.journal import start_attempt
 from proxy.keys import START_INDEX, split_timer_key
 from proxy.store import Store
 from proxy.writer import Txn, Writer
@@ -103,9 +102,7 @@ class Timers:
                 if index == START_INDEX:
                     record = read_record(txn, invocation_id)
                     if record is not None and record.status == "scheduled":
-                        record = start_attempt(record, new_token(), now)
-                        put_record(txn, record)
-                        effects.launch.append(record)
+                        put_record(txn, start_or_queue(txn, record, now, effects))
                     continue
                 try:
                     complete_entry(txn, invocation_id, index, now=now, effects=effects)

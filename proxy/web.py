@@ -63,8 +63,9 @@ def check_json(request: Request, body: bytes) -> None:
         return
     try:
         msgspec.json.decode(body)
-    except (msgspec.DecodeError, RecursionError) as exc:
-        # msgspec raises RecursionError on deeply nested input such as '[' * 100000.
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError) as exc:
+        # msgspec raises RecursionError on deeply nested input such as '[' * 100000, and
+        # UnicodeDecodeError (not DecodeError) on invalid UTF-8 inside a string.
         message = "JSON nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise InvalidJson(f"invalid JSON body: {message}") from None
 

@@ -12,7 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import lmdb
@@ -48,6 +48,22 @@ class Txn:
     def delete(self, db: str, key: bytes) -> None:
         """Remove a key if present."""
         self._txn.delete(key, db=self._dbs[db])
+
+    def keys_from(self, db: str, start: bytes) -> Iterator[bytes]:
+        """Keys in order, from the first one >= `start`."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        if cursor.set_range(start):
+            for key in cursor.iternext(keys=True, values=False):
+                yield bytes(key)
+
+    def items_with_prefix(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with `prefix`, in order."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        if cursor.set_range(prefix):
+            for key, value in cursor:
+                if not key.startswith(prefix):
+                    return
+                yield bytes(key), bytes(value)
 
     def delete_prefix(self, db: str, prefix: bytes) -> int:
         """Remove every key that starts with `prefix`; returns how many."""

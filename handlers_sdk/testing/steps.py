@@ -9,6 +9,7 @@ step ran again" without touching the SDK: the context's ``run`` and the replay m
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
@@ -55,6 +56,11 @@ class StepExecution:
     journaled: bool
 
 
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
     try:
         return to_json([list(args), kwargs])
@@ -75,6 +81,8 @@ class StepRecorder:
         self.calls: list[StepCall] = []
         self.executions: list[StepExecution] = []
         self.skipped: list[StepExecution] = []
+        #: Every journal index the handler allocated (replayed or new), in allocation order.
+        self.allocated: list[int] = []
         self._is_journaled = is_journaled
         self._run_bodies = run_bodies
         self._lock = threading.Lock()
@@ -84,6 +92,11 @@ class StepRecorder:
         original = handler.fn
 
         async def observed(ctx: Any, *rest: Any) -> Any:
+            task = asyncio.current_task()
+            if task is not None:
+                # run_attempt does not read the exception of a handler task that ended in a journal
+                # mismatch; reading it here keeps asyncio from logging "never retrieved".
+                task.add_done_callback(_retrieve)
             self._patch(ctx, attempt)
             return await original(ctx, *rest)
 
@@ -98,6 +111,7 @@ class StepRecorder:
         def allocate_observed() -> int:
             index: int = allocate()
             _op_index.set(index)
+            self.allocated.append(index)
             return index
 
         replay.allocate = allocate_observed

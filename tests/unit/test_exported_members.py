@@ -30,11 +30,7 @@ def _modules() -> list[str]:
     names: list[str] = []
     for package in PACKAGES:
         module = importlib.import_module(package)
-        names.extend(
-            f"{package}.{info.name}"
-            for info in pkgutil.iter_modules(module.__path__)
-            if info.name != "__main__" or True
-        )
+        names.extend(f"{package}.{info.name}" for info in pkgutil.iter_modules(module.__path__))
     return sorted(names)
 
 

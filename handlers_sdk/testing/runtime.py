@@ -1,0 +1,457 @@
+"""An in-process stand-in for the proxy: run handlers against an in-memory journal, no network.
+
+`LocalRuntime` plays the proxy's role by calling `handlers_sdk.attempt.run_attempt` in a loop:
+it commits the entries each attempt produces, completes what the handler waits on (timers,
+awakeables, calls: one *completer* per entry kind, see `Completer`), retries failed attempts on
+a `FakeClock`, and stops once the invocation completes, pauses, or waits on something nobody
+will complete. Example::
+
+    rt = LocalRuntime([orders])
+    result = await rt.call("OrderFulfillment", "process", Order(...))
+    inv = await rt.start("OrderFulfillment", "process", Order(...))
+    inv.journal            # {index: entry}, as the proxy would have stored it
+    inv.executions         # every step body that ran, with its journal index
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgspec
+
+from handlers_sdk.ack import AckClient, AckRejected
+from handlers_sdk.attempt import run_attempt
+from handlers_sdk.errors import JournalMismatchError, TerminalError
+from handlers_sdk.protocol import (
+    AppendRequest,
+    Completed,
+    Entry,
+    Errored,
+    Failed,
+    Failure,
+    InvokeRequest,
+    JournalItem,
+    Outcome,
+    Suspended,
+)
+from handlers_sdk.replay import describe
+from handlers_sdk.serde import from_json, to_json
+from handlers_sdk.service import HandlerDef, Service
+from handlers_sdk.testing.steps import StepCall, StepExecution, StepRecorder
+
+__all__ = [
+    "AttemptFailedError",
+    "Completer",
+    "Completion",
+    "FakeClock",
+    "Invocation",
+    "InvocationPausedError",
+    "InvocationSuspendedError",
+    "LocalRuntime",
+    "Status",
+]
+
+Status = Literal["running", "completed", "paused", "suspended"]
+Mode = Literal["ack", "suspend"]
+_CALLBACK_URL = "inmemory://local-runtime"
+
+
+class FakeClock:
+    """The runtime's wall clock in milliseconds; it only moves when a timer or a retry needs it."""
+
+    def __init__(self, now_ms: int | None = None) -> None:
+        self._now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+
+    def now_ms(self) -> int:
+        """The fake wall clock."""
+        return self._now_ms
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward by `seconds`."""
+        self._now_ms += max(0, int(seconds * 1000))
+
+    def advance_to(self, now_ms: int) -> None:
+        """Move the clock forward to `now_ms` (never backwards)."""
+        self._now_ms = max(self._now_ms, now_ms)
+
+
+class InvocationPausedError(Exception):
+    """The invocation paused: a journal mismatch, or a retryable error with no retries left."""
+
+    def __init__(self, outcome: Errored) -> None:
+        detail = f"\n{outcome.stacktrace}" if outcome.stacktrace else ""
+        super().__init__(f"invocation paused: {outcome.message}{detail}")
+        self.outcome = outcome
+
+
+class InvocationSuspendedError(Exception):
+    """The invocation waits on entries that no completer can complete (e.g. an unresolved awakeable)."""
+
+    def __init__(self, invocation: Invocation) -> None:
+        waits = ", ".join(
+            f"{i}: {describe(invocation.journal[i])}" if i in invocation.journal else str(i)
+            for i in invocation.waiting_on
+        )
+        super().__init__(f"invocation {invocation.id} is suspended, waiting on [{waits}]")
+        self.invocation = invocation
+
+
+class AttemptFailedError(Exception):
+    """The runtime itself cannot go on (too many attempts, an entry index reused with other content)."""
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a completer decided: the completed entry, and when (fake clock) it completes.
+
+    The runtime fills in the entry's ``seq`` (completion order) if it has one.
+    """
+
+    entry: Entry
+    #: Fake-clock milliseconds at which the completion happens; None means "now".
+    at_ms: int | None = None
+
+
+#: Completes one waited-on entry, or returns None if it cannot be completed (yet). Registered per
+#: entry class with `LocalRuntime.register_completer`; called with the runtime, the invocation,
+#: the index and the entry.
+Completer = Callable[["LocalRuntime", "Invocation", int, Any], Awaitable["Completion | None"]]
+
+
+@dataclass(eq=False)
+class Invocation:
+    """One invocation run by the `LocalRuntime`: its journal, attempts, steps and outcome."""
+
+    id: str
+    service: str
+    handler: str
+    key: str
+    input: bytes
+    random_seed: int
+    headers: dict[str, str]
+    #: Committed entries by index (what the proxy would have in LMDB).
+    journal: dict[int, Entry] = field(default_factory=dict)
+    status: Status = "running"
+    outcome: Outcome | None = None
+    attempts: int = 0
+    retries: int = 0
+    #: Indexes the handler waits on while `status` is "suspended".
+    waiting_on: list[int] = field(default_factory=list)
+    #: Handler-created entries in the order they were committed.
+    commit_log: list[int] = field(default_factory=list)
+    #: Crash injection: drop the commit at this position of `commit_log` and kill the attempt.
+    crash_at: int | None = None
+    #: The attempt killed by the injected crash, and the journal indexes committed at that time.
+    crashed_attempt: int = 0
+    journal_at_crash: frozenset[int] = frozenset()
+    steps: StepRecorder = field(init=False)
+    _seq: int = 0
+    #: (fake clock, real wall clock) at each commit, to turn SDK wall-clock deadlines into fake ones.
+    _committed_at: dict[int, tuple[int, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.steps = StepRecorder(lambda index: index in self.journal)
+
+    @property
+    def journal_items(self) -> list[JournalItem]:
+        """The journal in wire form, ordered by index."""
+        return [JournalItem(index=i, entry=self.journal[i]) for i in sorted(self.journal)]
+
+    @property
+    def calls(self) -> list[StepCall]:
+        """Every ``ctx.run`` call of every attempt, replayed or new."""
+        return self.steps.calls
+
+    @property
+    def executions(self) -> list[StepExecution]:
+        """Every step body that ran (each one a side effect)."""
+        return self.steps.executions
+
+    def body_counts(self) -> dict[int, int]:
+        """How many times the body of the step at each journal index ran."""
+        counts: dict[int, int] = {}
+        for execution in self.steps.executions:
+            counts[execution.index] = counts.get(execution.index, 0) + 1
+        return counts
+
+    def result(self, type_: Any = Any) -> Any:
+        """The handler's return value, decoded into `type_`.
+
+        Raises:
+            TerminalError: the invocation failed terminally.
+            JournalMismatchError: it paused on a journal mismatch.
+            InvocationPausedError: it paused after a retryable error (see the stack trace).
+            InvocationSuspendedError: it waits on something nothing will complete.
+        """
+        outcome = self.outcome
+        if isinstance(outcome, Completed):
+            return from_json(outcome.value, type_)
+        if isinstance(outcome, Failed):
+            raise TerminalError(outcome.failure.message, outcome.failure.code)
+        if isinstance(outcome, Errored):
+            if outcome.behavior == "pause" and outcome.related_index is not None:
+                raise JournalMismatchError(outcome.related_index, *_mismatch_parts(outcome.message))
+            raise InvocationPausedError(outcome)
+        raise InvocationSuspendedError(self)
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+
+def _mismatch_parts(message: str) -> tuple[str, str]:
+    """(recorded, attempted) back out of a JournalMismatchError message."""
+    _, _, rest = message.partition(": recorded ")
+    recorded, _, attempted = rest.partition(", replay attempted ")
+    return recorded or message, attempted
+
+
+class _InMemoryAck(AckClient):
+    """The proxy's step-ack endpoint, in process: fenced by attempt and token, as the real one."""
+
+    def __init__(self, runtime: LocalRuntime) -> None:
+        super().__init__(None)
+        self._runtime = runtime
+
+    async def append(self, callback_url: str, request: AppendRequest) -> None:
+        """Commit one entry, or raise AckRejected(409) like the proxy does."""
+        await asyncio.sleep(0)
+        self._runtime._on_append(request)
+
+
+class LocalRuntime:
+    """Runs handlers of `services` in process, playing the proxy's role (see the module docs).
+
+    Args:
+        services: the services whose handlers can be invoked (and called by other handlers).
+        mode: ``"suspend"`` (default) ends every attempt at each new step and re-invokes with the
+            longer journal, so every step boundary is also a replay (non-determinism shows up in
+            ordinary tests); ``"ack"`` acks each step in process and replays only after failures.
+        clock: the fake clock timers and retries advance (a new one by default).
+        max_retries: retryable failures of an invocation before it pauses (0: the first pauses,
+            so a bug surfaces as an exception with its stack trace rather than a retry loop).
+        max_attempts: a guard against handlers that never finish.
+        random_seed: seed of ``ctx.random()`` for invocations that do not pass their own.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[Service] | Service,
+        *,
+        mode: Mode = "suspend",
+        clock: FakeClock | None = None,
+        max_retries: int = 0,
+        max_attempts: int = 10_000,
+        random_seed: int = 0,
+    ) -> None:
+        if mode not in ("ack", "suspend"):
+            raise ValueError("mode must be 'ack' or 'suspend'")
+        svcs = [services] if isinstance(services, Service) else list(services)
+        self.services: dict[str, Service] = {s.name: s for s in svcs}
+        self.mode: Mode = mode
+        self.clock = clock or FakeClock()
+        self.max_retries = max_retries
+        self.max_attempts = max_attempts
+        self.random_seed = random_seed
+        self.invocations: dict[str, Invocation] = {}
+        self._completers: dict[type, Completer] = {}
+        self._awakeables: dict[str, tuple[bytes, Failure | None]] = {}
+        self._current: dict[str, tuple[int, str]] = {}
+        self._counter = 0
+        self._ack = _InMemoryAck(self)
+        from handlers_sdk.testing.completers import DEFAULT_COMPLETERS
+
+        self._completers.update(DEFAULT_COMPLETERS)
+
+    # -- public API -----------------------------------------------------------------------------
+
+    def register_completer(self, entry_type: type, completer: Completer) -> None:
+        """Complete waited-on entries of `entry_type` with `completer` (replaces the default)."""
+        self._completers[entry_type] = completer
+
+    def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
+        """Resolve an awakeable (before or after the handler waits on it; then `resume`)."""
+        self._awakeables[awakeable_id] = (to_json(value), None)
+
+    def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
+        """Reject an awakeable: the handler's await raises TerminalError(message, code)."""
+        self._awakeables[awakeable_id] = (b"null", Failure(code=code, message=message))
+
+    def handler_def(self, service: str | Service, handler: str) -> HandlerDef:
+        """The registered handler `service`/`handler` (KeyError with a clear message if unknown)."""
+        name = service.name if isinstance(service, Service) else service
+        svc = self.services.get(name)
+        if svc is None:
+            raise KeyError(f"no service {name!r} in this runtime (have: {sorted(self.services)})")
+        found = svc.handlers.get(handler)
+        if found is None:
+            raise KeyError(f"no handler {handler!r} in {name!r} (have: {sorted(svc.handlers)})")
+        return found
+
+    async def start(
+        self,
+        service: str | Service,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str = "",
+        headers: dict[str, str] | None = None,
+        invocation_id: str | None = None,
+        random_seed: int | None = None,
+        journal: Iterable[JournalItem] = (),
+        crash_at: int | None = None,
+    ) -> Invocation:
+        """Create an invocation and run it until it completes, pauses or suspends for good.
+
+        Args:
+            arg: the handler's input (any msgspec-encodable value, or ``msgspec.Raw`` JSON).
+            journal: entries to start from (e.g. a journal exported from production).
+            crash_at: simulate a crash: the `crash_at`-th entry the handler creates (0-based)
+                is not committed and its attempt dies; the invocation then resumes.
+        """
+        name = service.name if isinstance(service, Service) else service
+        self.handler_def(name, handler)  # fail fast on unknown targets
+        self._counter += 1
+        inv = Invocation(
+            id=invocation_id or f"inv_local{self._counter:06d}",
+            service=name,
+            handler=handler,
+            key=key,
+            input=to_json(arg),
+            random_seed=self.random_seed if random_seed is None else random_seed,
+            headers=dict(headers or {}),
+            crash_at=crash_at,
+        )
+        for item in journal:
+            inv.journal[item.index] = item.entry
+        self.invocations[inv.id] = inv
+        await self._drive(inv)
+        return inv
+
+    async def call(self, service: str | Service, handler: str, arg: Any = None, *, type_: Any = Any, **kw: Any) -> Any:
+        """`start` the invocation and return its result (raises like `Invocation.result`)."""
+        inv = await self.start(service, handler, arg, **kw)
+        return inv.result(type_)
+
+    async def resume(self, inv: Invocation) -> Invocation:
+        """Run a suspended invocation again (after resolving an awakeable, say)."""
+        if inv.status == "suspended":
+            inv.status = "running"
+            await self._drive(inv)
+        return inv
+
+    # -- the proxy's role -----------------------------------------------------------------------
+
+    def _request(self, inv: Invocation, handler: HandlerDef) -> tuple[HandlerDef, InvokeRequest]:
+        inv.attempts += 1
+        if inv.attempts > self.max_attempts:
+            raise AttemptFailedError(f"{inv.id}: more than {self.max_attempts} attempts")
+        token = f"tok{inv.attempts}"
+        self._current[inv.id] = (inv.attempts, token)
+        request = InvokeRequest(
+            invocation_id=inv.id,
+            service=inv.service,
+            handler=inv.handler,
+            key=inv.key,
+            input=msgspec.Raw(inv.input),
+            journal=inv.journal_items,
+            attempt=inv.attempts,
+            token=token,
+            callback_url=_CALLBACK_URL if self.mode == "ack" else "",
+            random_seed=inv.random_seed,
+            headers=inv.headers,
+        )
+        return inv.steps.instrument(handler, inv.attempts), request
+
+    async def _drive(self, inv: Invocation) -> None:
+        handler = self.handler_def(inv.service, inv.handler)
+        while True:
+            observed, request = self._request(inv, handler)
+            outcome = await run_attempt(observed, request, self.mode, self._ack)
+            self._current.pop(inv.id, None)
+            committed = all(self._commit(inv, item) for item in outcome.entries)
+            if not committed or inv.crashed_attempt == request.attempt:
+                continue  # the attempt "died": its outcome never reached the proxy
+            if isinstance(outcome, Completed | Failed):
+                inv.status, inv.outcome = "completed", outcome
+                return
+            if isinstance(outcome, Suspended):
+                if outcome.waiting_on and not await self._complete_waits(inv, outcome.waiting_on):
+                    inv.status, inv.outcome, inv.waiting_on = "suspended", outcome, list(outcome.waiting_on)
+                    return
+                continue
+            if outcome.behavior == "pause" or inv.retries >= self.max_retries:
+                inv.status, inv.outcome = "paused", outcome
+                return
+            inv.retries += 1
+            if outcome.retry_after_ms:
+                self.clock.advance(outcome.retry_after_ms / 1000)
+
+    def _commit(self, inv: Invocation, item: JournalItem) -> bool:
+        """Commit one handler-created entry; False if the injected crash happens instead."""
+        if inv.crash_at is not None and not inv.crashed_attempt and len(inv.commit_log) == inv.crash_at:
+            inv.crashed_attempt = inv.attempts
+            inv.journal_at_crash = frozenset(inv.journal)
+            return False
+        existing = inv.journal.get(item.index)
+        if existing is not None:
+            if existing != item.entry:
+                raise AttemptFailedError(f"{inv.id}: index {item.index} committed twice with different entries")
+            return True
+        inv.journal[item.index] = item.entry
+        inv.commit_log.append(item.index)
+        inv._committed_at[item.index] = (self.clock.now_ms(), time.time_ns() // 1_000_000)
+        return True
+
+    def _on_append(self, request: AppendRequest) -> None:
+        inv = self.invocations.get(request.invocation_id)
+        if inv is None or self._current.get(inv.id) != (request.attempt, request.token):
+            raise AckRejected(409, b"stale attempt")
+        if inv.crashed_attempt == request.attempt:
+            raise AckRejected(409, b"attempt killed by a simulated crash")
+        if not self._commit(inv, JournalItem(index=request.index, entry=request.entry)):
+            raise AckRejected(409, b"simulated crash before the commit")
+
+    def fake_deadline(self, inv: Invocation, index: int, wall_ms: int) -> int:
+        """Turn a real wall-clock deadline the SDK wrote into entry `index` into fake-clock time."""
+        fake, wall = inv._committed_at.get(index, (self.clock.now_ms(), time.time_ns() // 1_000_000))
+        return fake + max(0, wall_ms - wall)
+
+    async def _complete_waits(self, inv: Invocation, waiting_on: list[int]) -> bool:
+        """Complete what the handler waits on: everything ready now, else the earliest timer."""
+        ready: list[tuple[int, Completion]] = []
+        for index in waiting_on:
+            entry = inv.journal.get(index)
+            completer = self._completers.get(type(entry)) if entry is not None else None
+            if completer is None:
+                continue
+            completion = await completer(self, inv, index, entry)
+            if completion is not None:
+                ready.append((index, completion))
+        if not ready:
+            return False
+        now = self.clock.now_ms()
+        due = [(i, c) for i, c in ready if c.at_ms is None or c.at_ms <= now]
+        if not due:
+            first = min(c.at_ms or now for _, c in ready)
+            self.clock.advance_to(first)
+            due = [(i, c) for i, c in ready if (c.at_ms or now) <= first]
+        for index, completion in sorted(due, key=lambda p: (p[1].at_ms or 0, p[0])):
+            entry = completion.entry
+            if "seq" in type(entry).__struct_fields__:
+                entry = msgspec.structs.replace(entry, seq=inv._next_seq())
+            inv.journal[index] = entry
+        return True
+
+    async def _run_child(self, service: str, handler: str, key: str, input_json: bytes, child_id: str) -> Invocation:
+        """Start (or find, on replay) the child invocation of a call entry and run it."""
+        child = self.invocations.get(child_id)
+        if child is None:
+            child = await self.start(service, handler, msgspec.Raw(input_json), key=key, invocation_id=child_id)
+        elif child.status == "suspended":
+            await self.resume(child)
+        return child

@@ -1,0 +1,162 @@
+"""Keyed services inside a write transaction: per-key locks and inboxes, state, workflow runs
+and durable promises.
+
+Exclusive handlers of a virtual object (and a workflow's run handler) hold their key's lock from
+admission to completion; later ones wait in the key's inbox in arrival order and are admitted
+by the completion that releases the lock, in the same transaction. A state write is a journal
+entry and is applied to the ``state`` database in the transaction that journals it, so a state
+change never exists without its entry (nor the reverse) and a replay never applies it twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+import msgspec
+
+from handlers_sdk.protocol import ClearAllStateEntry, ClearStateEntry, Entry, Failure, SetStateEntry
+from proxy.errors import BadRequest
+from proxy.journal import InvocationRecord, start_attempt
+from proxy.store import Store
+from proxy.writer import Txn
+
+__all__ = [
+    "LOCKING_KINDS",
+    "PromiseRecord",
+    "admit",
+    "apply_state",
+    "object_hash",
+    "promise_key",
+    "read_promise",
+    "read_state",
+    "release",
+    "replace_state",
+    "state_key",
+    "write_promise",
+]
+
+#: Handler kinds that run one at a time per key.
+LOCKING_KINDS = frozenset({"exclusive", "workflow"})
+_BE64 = struct.Struct(">Q")
+_INBOX_SEQ = b"inbox_seq"
+_state_row = msgspec.msgpack.Decoder(tuple[str, bytes])
+_encoder = msgspec.msgpack.Encoder()
+
+
+class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A workflow's durable promise."""
+
+    name: str
+    completed: bool = False
+    value: bytes | None = None
+    failure: Failure | None = None
+
+
+_promise = msgspec.msgpack.Decoder(PromiseRecord)
+
+
+def object_hash(service: str, key: str) -> bytes:
+    """The 32-byte id of an object or workflow key (user keys may exceed LMDB's key limit)."""
+    return hashlib.sha256(f"{service}\x00{key}".encode("utf-8", "surrogatepass")).digest()
+
+
+def _name_hash(name: str) -> bytes:
+    return hashlib.sha256(name.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def state_key(service: str, key: str, name: str) -> bytes:
+    """Row key of one state entry (the name itself is kept in the value)."""
+    return object_hash(service, key) + _name_hash(name)
+
+
+def promise_key(service: str, key: str, name: str) -> bytes:
+    """Row key of a durable promise."""
+    return object_hash(service, key) + _name_hash(name)
+
+
+def admit(txn: Txn, record: InvocationRecord, now: int, token: str) -> InvocationRecord:
+    """Start `record` now, or queue it behind the holder of its key's lock.
+
+    Returns the record as written: ``running`` with its first attempt committed, or ``pending``.
+    """
+    if record.kind in LOCKING_KINDS:
+        lock = object_hash(record.service, record.key)
+        holder = txn.get("locks", lock)
+        if holder is not None and holder.decode("ascii") != record.id:
+            raw_seq = txn.get("meta", _INBOX_SEQ)
+            seq = (_BE64.unpack(raw_seq)[0] if raw_seq else 0) + 1
+            txn.put("meta", _INBOX_SEQ, _BE64.pack(seq))
+            txn.put("inbox", lock + _BE64.pack(seq), record.id.encode("ascii"))
+            return msgspec.structs.replace(record, status="pending", token="", modified_ms=now)
+        txn.put("locks", lock, record.id.encode("ascii"))
+    return start_attempt(record, token, now)
+
+
+def release(txn: Txn, record: InvocationRecord, now: int, token: str) -> InvocationRecord | None:
+    """Release the key lock held by the ended `record`; returns the next invocation, admitted."""
+    if record.kind not in LOCKING_KINDS:
+        return None
+    from proxy.entries import read_record  # entries imports this module
+
+    lock = object_hash(record.service, record.key)
+    holder = txn.get("locks", lock)
+    if holder is None or holder.decode("ascii") != record.id:
+        return None
+    while True:
+        next_key = _first_with_prefix(txn, "inbox", lock)
+        if next_key is None:
+            txn.delete("locks", lock)
+            return None
+        next_id = (txn.get("inbox", next_key) or b"").decode("ascii")
+        txn.delete("inbox", next_key)
+        queued = read_record(txn, next_id)
+        if queued is not None and queued.status == "pending":
+            txn.put("locks", lock, next_id.encode("ascii"))
+            return start_attempt(queued, token, now)
+
+
+def _first_with_prefix(txn: Txn, db: str, prefix: bytes) -> bytes | None:
+    for key in txn.keys_from(db, prefix):
+        return key if key.startswith(prefix) else None
+    return None
+
+
+def read_state(store: Store, service: str, key: str) -> dict[str, bytes]:
+    """Every state entry of an object or workflow key: name -> JSON value."""
+    state: dict[str, bytes] = {}
+    for _, value in store.scan_prefix("state", object_hash(service, key)):
+        name, raw = _state_row.decode(value)
+        state[name] = raw
+    return state
+
+
+def replace_state(txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
+    """Replace the whole state of a key (the admin API's edit)."""
+    txn.delete_prefix("state", object_hash(service, key))
+    for name, raw in state.items():
+        txn.put("state", state_key(service, key, name), _encoder.encode((name, raw)))
+
+
+def apply_state(txn: Txn, record: InvocationRecord, entry: Entry) -> None:
+    """Apply one journaled state write of `record` (which must hold its key's lock)."""
+    if record.kind not in LOCKING_KINDS:
+        raise BadRequest(f"{record.service}/{record.handler} is {record.kind or 'a service'}: it cannot write state")
+    if isinstance(entry, SetStateEntry):
+        row = _encoder.encode((entry.key, bytes(entry.value)))
+        txn.put("state", state_key(record.service, record.key, entry.key), row)
+    elif isinstance(entry, ClearStateEntry):
+        txn.delete("state", state_key(record.service, record.key, entry.key))
+    elif isinstance(entry, ClearAllStateEntry):
+        txn.delete_prefix("state", object_hash(record.service, record.key))
+
+
+def read_promise(txn: Txn, service: str, key: str, name: str) -> PromiseRecord | None:
+    """A durable promise, or None if nobody has resolved or rejected it yet."""
+    data = txn.get("promises", promise_key(service, key, name))
+    return None if data is None else _promise.decode(data)
+
+
+def write_promise(txn: Txn, service: str, key: str, promise: PromiseRecord) -> None:
+    """Store a durable promise."""
+    txn.put("promises", promise_key(service, key, promise.name), _encoder.encode(promise))

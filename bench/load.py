@@ -71,6 +71,7 @@ class Client:
         count: int | None = None,
         seconds: float | None = None,
         warmup: float = 0.0,
+        ok_status: int = 200,
     ) -> Run:
         """`concurrency` workers POST `body` to `url` back to back.
 
@@ -104,7 +105,7 @@ class Client:
                 elapsed = clock() - t0
                 if seconds is not None and not window_start <= now() <= deadline:
                     continue
-                if status == 200:
+                if status == ok_status:
                     result.requests += 1
                     result.latencies.append(elapsed)
                 else:

@@ -146,7 +146,7 @@ class _Bench:
             return
         target = self.size.suspended_count
         url = f"{self.ingress}/Bench/sleeper/send"
-        sent = await self.check(await self.client.run(url, b"", 64, count=target), "sleeper sends")
+        sent = await self.check(await self.client.run(url, b"", 64, count=target, ok_status=202), "sleeper sends")
         deadline = time.monotonic() + 120
         stats: dict[str, Any] = {}
         while time.monotonic() < deadline:
@@ -185,6 +185,7 @@ async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
     handler_port, ingress_port, admin_port = free_port(), free_port(), free_port()
     procs: list[Proc] = []
     client: Client | None = None
+    keep = False
     try:
         handler = start_handler(handler_port, work)
         procs.append(handler)
@@ -207,14 +208,20 @@ async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
         return bench.figures
     except Exception:
         for proc in procs:
-            sys.stderr.write(f"--- {proc.name} log ---\n{proc.tail()}\n")
+            code = proc.popen.poll()
+            state = "running" if code is None else f"exited with {code}"
+            sys.stderr.write(f"--- {proc.name} ({state}) log ---\n{proc.tail()}\n")
+        keep = True
         raise
     finally:
         if client is not None:
             await client.close()
         for proc in reversed(procs):
             proc.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if keep:
+            sys.stderr.write(f"logs and data kept in {work}\n")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def run_benchmark(size_name: str, transport: str = "aiohttp") -> dict[str, Any]:

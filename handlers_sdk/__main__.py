@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -63,7 +64,7 @@ def _replay(args: argparse.Namespace) -> int:
     from handlers_sdk.testing.replayer import load_export, replay_journal
 
     try:
-        data = sys.stdin.buffer.read() if args.journal == "-" else open(args.journal, "rb").read()  # noqa: SIM115
+        data = sys.stdin.buffer.read() if args.journal == "-" else Path(args.journal).read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {args.journal}: {exc}") from exc
     try:

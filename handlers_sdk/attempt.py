@@ -55,6 +55,8 @@ class Attempt:
         self.stop_detail = ""
         self._ack = ack
         self._acks: dict[int, asyncio.Task[Entry]] = {}
+        #: Acks not answered yet (so `barrier` is O(1) per step, not O(journal)).
+        self._unacked: set[asyncio.Task[Entry]] = set()
         self._in_flight = 0
         self._suspend_requested = False
         self._loop = asyncio.get_running_loop()
@@ -104,7 +106,9 @@ class Attempt:
         if self.mode == "suspend":
             self.pending.append(JournalItem(index=index, entry=entry))
             return
-        self._acks[index] = self._loop.create_task(self._ack_entry(index, entry))
+        task = self._acks[index] = self._loop.create_task(self._ack_entry(index, entry))
+        self._unacked.add(task)
+        task.add_done_callback(self._unacked.discard)
 
     async def durable(self, index: int) -> Entry | None:
         """Wait until the entry at `index` is committed; returns the entry as committed.
@@ -138,7 +142,8 @@ class Attempt:
                 await self.park()
             return
         if self._acks:
-            await asyncio.wait([asyncio.shield(t) for t in self._acks.values()])
+            if self._unacked:
+                await asyncio.wait([asyncio.shield(t) for t in self._unacked])
             if self.stopped.done():
                 await self.park()
 

@@ -497,7 +497,7 @@ class Ledger:
             value = item["entry"].get("value")
             if not isinstance(value, dict) or "nonce" not in value:
                 continue
-            idx, nonce = item["index"], value["nonce"]
+            idx, nonce = value["idx"], value["nonce"]
             winner_end = [ln for ln in lines if ln.inv == inv and ln.nonce == nonce and ln.kind == "end"]
             assert len(winner_end) == 1, f"step {idx} of {inv}: journaled nonce {nonce} has no single end line"
             reruns = [ln for ln in lines if ln.inv == inv and ln.idx == idx and ln.kind == "start"
@@ -593,7 +593,7 @@ class Cluster:
         """A proxy over a fresh data dir with `handlers` as deployments; waits until `services` are known."""
         deployments = [h.url for h in handlers]
         proc = ProxyProc(
-            name, data_dir or self.tmp_path / f"{name}-data", deployments, env or {},
+            name, data_dir or self.tmp_path / f"{name}-lmdb", deployments, env or {},
             self.logs / f"{name}.log", preexec_fn,
         )  # fmt: skip
         self.procs.append(proc)

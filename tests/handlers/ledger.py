@@ -23,6 +23,7 @@ import asyncio
 import os
 import secrets
 import signal
+from datetime import timedelta
 from typing import Any
 
 import msgspec
@@ -118,6 +119,16 @@ async def run(ctx: Context, job: Job | None) -> dict[str, Any]:
         value = await ctx.run(f"{STEP_PREFIX}{idx}", step_body, ctx.invocation_id, idx, job.sleep, job)
         nonces.append(value["nonce"])
     return {"nonces": nonces, "tag": job.tag}
+
+
+@ledger.handler()
+async def sleepy(ctx: Context, job: Job | None) -> dict[str, Any]:
+    """Step 0, a durable sleep of `job.sleep` seconds, step 1 (timers across crashes)."""
+    job = job or Job()
+    first = await ctx.run(f"{STEP_PREFIX}0", step_body, ctx.invocation_id, 0, 0.0, job)
+    await ctx.sleep(timedelta(seconds=job.sleep))
+    second = await ctx.run(f"{STEP_PREFIX}1", step_body, ctx.invocation_id, 1, 0.0, job)
+    return {"nonces": [first["nonce"], second["nonce"]], "tag": job.tag}
 
 
 def _big(size: int) -> str:

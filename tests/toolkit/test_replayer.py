@@ -1,0 +1,214 @@
+"""replay_journal and ``python -m handlers_sdk replay``: production journals against today's code."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from examples.orders import Order, orders
+from handlers_sdk import Context, Service
+from handlers_sdk.__main__ import load_services, main
+from handlers_sdk.protocol import JournalItem, RunEntry
+from handlers_sdk.testing import JournalExport, LocalRuntime, load_export, replay_journal
+from tests.toolkit.services import LEDGER, good
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+ORDER = Order("o-1", "sku-1", 2, 99.0)
+
+
+async def export_of(service: Service, handler: str, arg: Any, **kw: Any) -> JournalExport:
+    """Run the handler locally and export it as the proxy would."""
+    inv = await LocalRuntime(service, mode="ack").start(service, handler, arg, random_seed=42, **kw)
+    outcome = inv.outcome
+    result = getattr(outcome, "value", msgspec.Raw(b"null"))
+    return JournalExport(
+        invocation_id=inv.id,
+        service=inv.service,
+        handler=inv.handler,
+        status=inv.status,
+        random_seed=inv.random_seed,
+        input=msgspec.Raw(inv.input),
+        journal=inv.journal_items,
+        result=result,
+        failure=getattr(outcome, "failure", None),
+    )
+
+
+def renamed(export: JournalExport, index: int, name: str) -> JournalExport:
+    items = [
+        JournalItem(index=i.index, entry=msgspec.structs.replace(i.entry, name=name)) if i.index == index else i
+        for i in export.journal
+    ]
+    return msgspec.structs.replace(export, journal=items)
+
+
+async def test_a_completed_journal_replays_without_running_any_step() -> None:
+    export = await export_of(good, "chain", 1)
+    LEDGER.clear()
+    report = await replay_journal([good], export)
+    assert report.ok and report.status == "ok" and report.exit_code == 0
+    assert "replay ok up to index 2: all 3 recorded entries replayed" in report.summary
+    assert LEDGER == []
+
+
+async def test_a_prefix_stops_before_the_first_new_step_without_running_it() -> None:
+    export = await export_of(good, "chain", 1)
+    prefix = msgspec.structs.replace(export, journal=export.journal[:2], status="running")
+    LEDGER.clear()
+    report = await replay_journal([good], prefix)
+    assert report.status == "prefix" and report.exit_code == 0
+    assert "replay ok up to index 1" in report.summary
+    assert 'creates run "third" at index 2' in report.summary
+    assert LEDGER == []
+
+
+async def test_a_renamed_step_is_a_mismatch_with_a_readable_diff() -> None:
+    export = renamed(await export_of(orders, "process", ORDER), 2, "ship")
+    report = await replay_journal([orders], export)
+    assert report.status == "mismatch" and report.exit_code == 1 and report.mismatch_index == 2
+    assert report.summary.startswith('journal mismatch at index 2: recorded run "ship" (examples/orders.py:88)')
+    assert 'replay attempted run "label" (examples/orders.py:88)' in report.summary
+    text = report.format()
+    assert [line[:1] for line in text.splitlines()[3:]] == [" ", " ", ">", " ", " "]
+    assert "(not reached)" in text
+
+
+async def test_a_handler_that_now_skips_recorded_steps_is_a_mismatch() -> None:
+    export = await export_of(good, "chain", 1)
+    shorter = Service("Good")
+
+    @shorter.handler("chain")
+    async def chain(ctx: Context, n: int) -> int:
+        return int(await ctx.run("first", lambda: n + 1))
+
+    report = await replay_journal([shorter], export)
+    assert report.status == "mismatch" and report.mismatch_index == 1
+    assert 'without replaying 2 recorded entries, the first being run "second" at index 1' in report.summary
+
+
+async def test_a_different_output_is_a_mismatch() -> None:
+    export = await export_of(good, "chain", 1)
+    changed = Service("Good")
+
+    @changed.handler("chain")
+    async def chain(ctx: Context, n: int) -> int:
+        a = await ctx.run("first", lambda: 0)
+        b = await ctx.run("second", lambda: 0)
+        return int(await ctx.run("third", lambda: 0)) + int(a) + int(b) + 1000
+
+    report = await replay_journal([changed], export)
+    assert report.status == "mismatch"
+    assert "the output differs: recorded result 4, replay gave result 1009" in report.summary
+
+
+async def test_terminal_failures_replay_as_recorded() -> None:
+    export = await export_of(orders, "process", Order("o-2", "sku-1", 1, 50_000.0))
+    assert export.failure is not None and export.failure.code == 402
+    report = await replay_journal([orders], export)
+    assert report.ok, report.format()
+    assert "terminal failure 402" in report.summary
+
+
+async def test_a_journal_waiting_on_a_timer_replays_up_to_it() -> None:
+    inv = await LocalRuntime(good).start("Good", "nap", 1)
+    running = [i for i in inv.journal_items if i.index < 2]
+    sleep = msgspec.structs.replace(running[1].entry, completed=False, seq=0)
+    export = JournalExport(
+        invocation_id=inv.id,
+        service="Good",
+        handler="nap",
+        status="running",
+        input=msgspec.Raw(inv.input),
+        journal=[running[0], JournalItem(index=1, entry=sleep)],
+    )
+    report = await replay_journal([good], export)
+    assert report.status == "ok"
+    assert "waits on index 1 (sleep), as recorded" in report.summary
+
+
+async def test_unknown_targets_raise_lookup_error() -> None:
+    export = await export_of(good, "chain", 1)
+    with pytest.raises(LookupError, match="no service 'Good'"):
+        await replay_journal([orders], export)
+    with pytest.raises(LookupError, match="no handler 'nope'"):
+        await replay_journal([good], msgspec.structs.replace(export, handler="nope"))
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def journal_file(tmp_path: Path) -> Path:
+    path = tmp_path / "journal.json"
+    path.write_bytes(msgspec.json.encode(await export_of(orders, "process", ORDER)))
+    return path
+
+
+async def run_cli(args: list[str]) -> int:
+    import asyncio
+
+    # main() runs its own event loop: call it from a worker thread of this async test.
+    return await asyncio.to_thread(main, args)
+
+
+async def test_cli_ok(journal_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run_cli(["replay", str(journal_file), "examples.orders:application"]) == 0
+    assert "replay ok up to index 4" in capsys.readouterr().out
+
+
+async def test_cli_mismatch(journal_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    export = renamed(load_export(journal_file.read_bytes()), 1, "charge-v1")
+    journal_file.write_bytes(msgspec.json.encode(export))
+    assert await run_cli(["replay", str(journal_file), "examples.orders:application"]) == 1
+    out = capsys.readouterr().out
+    assert 'journal mismatch at index 1: recorded run "charge-v1"' in out
+    assert "examples/orders.py:82" in out
+
+
+async def test_cli_json_output(journal_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert await run_cli(["replay", "--json", str(journal_file), "examples.orders:orders"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["status"] == "ok" and [r["state"] for r in report["rows"]] == ["ok"] * 5
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "{journal}", "examples.orders"], "expected module:attribute"),
+        (["replay", "{journal}", "examples.nope:application"], "cannot import"),
+        (["replay", "{journal}", "examples.orders:nope"], "has no attribute"),
+        (["replay", "{journal}", "examples.orders:Order"], "is not a handlers_sdk app"),
+        (["replay", "{journal}", "examples.greeter:application"], "no service 'OrderFulfillment'"),
+        (["replay", "/nonexistent/journal.json", "examples.orders:application"], "cannot read"),
+        (["replay", "{bad}", "examples.orders:application"], "is not a journal export"),
+        (["replay"], "required"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+async def test_cli_usage_errors(
+    args: list[str], message: str, journal_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = journal_file.parent / "bad.json"
+    bad.write_text('{"journal": "nope"}')
+    argv = [a.format(journal=journal_file, bad=bad) for a in args]
+    assert await run_cli(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_load_services_accepts_apps_services_and_lists() -> None:
+    assert load_services("examples.orders:application") == [orders]
+    assert load_services("examples.orders:orders") == [orders]
+    assert load_services("tests.toolkit.services:good") == [good]
+
+
+def test_export_entries_are_wire_journal_items() -> None:
+    item = JournalItem(index=0, entry=RunEntry(name="x", value=msgspec.Raw(b"1"), source="a.py:1"))
+    export = load_export(
+        msgspec.json.encode({"invocation_id": "inv_1", "service": "S", "handler": "h", "journal": [item]})
+    )
+    assert export.journal == [item] and export.status == "" and not export.completed

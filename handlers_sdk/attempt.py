@@ -51,6 +51,7 @@ class Attempt:
         self.waiting: set[int] = set()
         #: The object's state as this attempt sees it: the eager snapshot plus its own writes.
         self.state: dict[str, bytes] = {k: bytes(v) for k, v in request.state.items()}
+        self._cancel_pending = request.cancelled
         self.mismatch: JournalMismatchError | None = None
         self.stop_detail = ""
         self._ack = ack
@@ -61,6 +62,16 @@ class Attempt:
         self._suspend_requested = False
         self._loop = asyncio.get_running_loop()
         self.stopped: asyncio.Future[StopReason] = self._loop.create_future()
+
+    def check_cancelled(self) -> None:
+        """At a new operation: raise the cancellation once, so compensation runs after it.
+
+        Raises:
+            TerminalError: 409, the first time after the invocation was cancelled.
+        """
+        if self._cancel_pending:
+            self._cancel_pending = False
+            raise TerminalError("invocation cancelled", status_code=409)
 
     # -- steps in flight ------------------------------------------------------------------------
 
@@ -249,6 +260,8 @@ async def run_attempt(handler: HandlerDef, request: InvokeRequest, mode: str, ac
         await attempt.flush()
     entries = attempt.pending
     if attempt.mismatch is not None:
+        if task.done() and not task.cancelled():
+            task.exception()  # retrieved: else asyncio logs "Task exception was never retrieved"
         return _mismatch(attempt.mismatch, entries)
     reason = attempt.stopped.result() if attempt.stopped.done() else None
     if reason in ("fenced", "unreachable"):

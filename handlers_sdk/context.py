@@ -184,6 +184,7 @@ class Context:
         result_type = _return_type(fn)
         recorded = self._match(index, RunEntry(name=name))
         if recorded is None:
+            attempt.check_cancelled()
             caller = sys._getframe(1)
             source = f"{caller.f_code.co_filename}:{caller.f_lineno}"
             await attempt.barrier()
@@ -214,6 +215,7 @@ class Context:
         """Allocate an index for a proxy-completed operation and journal it if it is new."""
         index = self._attempt.replay.allocate()
         if self._match(index, attempted) is None:
+            self._attempt.check_cancelled()
             self._attempt.append(index, attempted)
         return index
 
@@ -357,6 +359,7 @@ class ObjectContext(ObjectSharedContext):
         index = attempt.replay.allocate()
         if self._match(index, attempted) is not None:
             return False
+        attempt.check_cancelled()
         attempt.append(index, attempted)
         return True
 

@@ -53,6 +53,7 @@ class DurableFuture(Generic[T]):
     async def _wait(self) -> T:
         entry = await self._completion()
         if entry is None:
+            self._attempt.check_cancelled()
             self._attempt.request_suspend([self.index])
             await self._attempt.park()
             raise AssertionError("unreachable: park never returns")
@@ -78,6 +79,7 @@ async def gather(*futures: DurableFuture[Any] | Awaitable[Any]) -> list[Any]:
     missing = [f.index for f, c in zip(durable, completions, strict=True) if c is None]
     if missing:
         attempt = durable[0]._attempt
+        attempt.check_cancelled()
         attempt.request_suspend(missing)
         await attempt.park()
     by_index = {f.index: (f, c) for f, c in zip(durable, completions, strict=True)}
@@ -110,6 +112,7 @@ async def select(**futures: DurableFuture[Any]) -> tuple[str, Any]:
             completed.append((entry.seq, name, future, entry))
     if not completed:
         attempt = next(iter(futures.values()))._attempt
+        attempt.check_cancelled()
         attempt.request_suspend([f.index for f in futures.values()])
         await attempt.park()
     _, name, future, entry = min(completed, key=lambda c: c[0])

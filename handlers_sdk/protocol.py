@@ -253,6 +253,9 @@ class InvokeRequest(_Wire, kw_only=True):
     headers: dict[str, str] = {}
     #: The whole state of the virtual object or workflow key, sent eagerly (key -> JSON value).
     state: dict[str, msgspec.Raw] = {}
+    #: The invocation was cancelled: the SDK raises a TerminalError (409) at the first operation
+    #: past the replayed journal, so compensation code runs.
+    cancelled: bool = False
 
 
 class AppendRequest(_Wire, kw_only=True):

@@ -6,13 +6,13 @@ import asyncio
 import contextlib
 import logging
 import signal
-import sys
 from collections.abc import Iterator, Sequence
 
 import uvicorn
 
 from proxy.app import create_app
 from proxy.config import Settings, settings_from
+from proxy.logs import configure
 from proxy.store import StoreLocked
 
 __all__ = ["main", "serve"]
@@ -80,11 +80,7 @@ async def serve(settings: Settings) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point."""
     settings = settings_from(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure(settings.log_level, settings.log_format)
     try:
         import uvloop
 

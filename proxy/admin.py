@@ -10,9 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from handlers_sdk.protocol import ACK_PATH, Failure, JournalItem
+from handlers_sdk.protocol import (
+    ACK_PATH,
+    AwakeableEntry,
+    CallEntry,
+    Failure,
+    JournalItem,
+    PromiseGetEntry,
+    SleepEntry,
+)
 from proxy.callbacks import append_endpoint
-from proxy.errors import BadRequest, NotFound
+from proxy.errors import BadRequest, NotFound, ProxyError
 from proxy.journal import DeploymentRecord, InvocationRecord, ServiceRecord
 from proxy.keys import journal_prefix
 from proxy.objects import read_state, replace_state
@@ -35,6 +43,10 @@ class _StateEdit(msgspec.Struct):
 
     object_key: str
     new_state: dict[str, msgspec.Raw]
+
+
+_STATUSES = frozenset({"scheduled", "pending", "running", "suspended", "backing-off", "paused", "completed"})
+_ACTIONS = ("cancel", "kill", "pause", "resume", "purge")
 
 
 def _deployment_view(dep: DeploymentRecord) -> dict[str, Any]:
@@ -75,10 +87,36 @@ def invocation_view(runtime: Runtime, record: InvocationRecord, with_journal: bo
             view["failure"] = _failure_view(record.failure)
         else:
             view["result"] = msgspec.Raw(record.result or b"null")
-    if with_journal:
+    if record.status in ("suspended", "paused") and record.waiting_on or with_journal:
         rows = runtime.store.scan_prefix("journal", journal_prefix(record.id))
-        view["journal"] = [_journal_item.decode(value) for _, value in rows]
+        items = [_journal_item.decode(value) for _, value in rows]
+        view["waiting_on"] = _waiting_on(record, items)
+        if with_journal:
+            view["journal"] = items
     return view
+
+
+def _waiting_on(record: InvocationRecord, items: list[JournalItem]) -> list[dict[str, Any]]:
+    """What a suspended invocation waits for, in words an operator can act on."""
+    if record.status != "suspended":
+        return []
+    by_index = {item.index: item.entry for item in items}
+    waits: list[dict[str, Any]] = []
+    for index in record.waiting_on:
+        entry = by_index.get(index)
+        what: dict[str, Any] = {"index": index}
+        if isinstance(entry, SleepEntry):
+            what.update(kind="timer", wake_at_ms=entry.wake_at_ms)
+        elif isinstance(entry, CallEntry):
+            what.update(kind="call", target=f"{entry.service}/{entry.handler}", invocation_id=entry.invocation_id)
+        elif isinstance(entry, AwakeableEntry):
+            what.update(kind="awakeable", awakeable_id=entry.id)
+        elif isinstance(entry, PromiseGetEntry):
+            what.update(kind="promise", name=entry.name)
+        else:
+            what.update(kind=type(entry).__name__ if entry else "unknown")
+        waits.append(what)
+    return waits
 
 
 def create_admin(runtime: Runtime) -> Starlette:
@@ -173,11 +211,71 @@ def create_admin(runtime: Runtime) -> Starlette:
         return json_response(
             {
                 "counts": counts,
+                "invocations": runtime.status_counts(),
                 "storage": runtime.store.usage(),
                 "writer": {"commits": runtime.writer.commits, "batched_writes": runtime.writer.batched},
                 "running_attempts": len(runtime.invoker.active),
+                "timers_fired": runtime.timers.fired,
+                "purged": runtime.sweeper.purged,
             }
         )
+
+    async def metrics(request: Request) -> Response:
+        return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def list_invocations(request: Request) -> Response:
+        query = request.query_params
+        status = query.get("status")
+        if status is not None and status not in _STATUSES:
+            raise BadRequest(f"unknown status '{status}': use one of {', '.join(sorted(_STATUSES))}")
+        try:
+            limit = int(query.get("limit", "50"))
+        except ValueError:
+            raise BadRequest("limit must be an integer") from None
+        if not 1 <= limit <= 1000:
+            raise BadRequest("limit must be between 1 and 1000")
+        records, next_after = runtime.list_invocations(
+            status, query.get("service"), query.get("handler"), limit, query.get("after")
+        )
+        views = [invocation_view(runtime, r, with_journal=False) for r in records]
+        return json_response({"invocations": views, "next": next_after})
+
+    async def act(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in _ACTIONS:
+            raise NotFound(f"unknown action '{action}': use {', '.join(_ACTIONS)}")
+        latest = request.query_params.get("deployment") == "latest"
+        record = await runtime.act(action, request.path_params["id"], latest=latest)
+        if record is None:
+            return json_response({"id": request.path_params["id"], "status": "purged"})
+        return json_response(invocation_view(runtime, record, with_journal=False))
+
+    async def bulk(request: Request) -> Response:
+        action = request.path_params["action"]
+        if action not in _ACTIONS:
+            raise NotFound(f"unknown action '{action}': use {', '.join(_ACTIONS)}")
+        query = request.query_params
+        service, handler, status = query.get("service"), query.get("handler"), query.get("status")
+        if service is None and handler is None:
+            raise BadRequest("bulk actions need a service (and optionally a handler) filter")
+        done: list[str] = []
+        skipped: list[dict[str, str]] = []
+        after: str | None = None
+        while True:
+            records, after = runtime.list_invocations(
+                status or ("completed" if action == "purge" else None), service, handler, 500, after
+            )
+            for record in records:
+                if action != "purge" and record.is_completed:
+                    continue
+                try:
+                    await runtime.act(action, record.id)
+                    done.append(record.id)
+                except ProxyError as exc:
+                    skipped.append({"id": record.id, "reason": exc.message})
+            if after is None:
+                break
+        return json_response({"action": action, "count": len(done), "ids": done, "skipped": skipped})
 
     routes = [
         Route("/health", health, methods=["GET"]),
@@ -188,9 +286,13 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/services/{name}", service, methods=["GET"]),
         Route("/services/{name}/state/{key}", get_state, methods=["GET"]),
         Route("/services/{name}/state", set_state, methods=["POST"]),
+        Route("/invocations", list_invocations, methods=["GET"]),
+        Route("/invocations/bulk/{action}", bulk, methods=["POST", "PATCH"]),
         Route("/invocations/{id}", invocation, methods=["GET"]),
+        Route("/invocations/{id}/{action}", act, methods=["POST", "PATCH"]),
         Route("/invocations/{id}/journal", invocation_journal, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
         Route(ACK_PATH, append_endpoint(runtime), methods=["POST"]),
     ]
     return Starlette(routes=routes, exception_handlers=exception_handlers("admin"))

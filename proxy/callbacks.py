@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,12 +25,14 @@ def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
     settings = runtime.settings
 
     async def append(request: Request) -> Response:
+        started = time.perf_counter()
         body = await read_body(request, settings.max_entry_bytes + _ENVELOPE, settings.body_read_timeout)
         try:
             append_request = decode_append(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f"bad append request: {exc}") from None
         await runtime.invoker.append(append_request)
+        runtime.metrics.step_seconds.observe(time.perf_counter() - started)
         faults.hit("callbacks.before_response")
         return Response(encode(AppendResponse(index=append_request.index)), media_type="application/json")
 

@@ -83,18 +83,24 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Retry delays never exceed this, in seconds."""
     retry_max_attempts: int = 70
     """After this many failed attempts the invocation is paused (0 = retry forever)."""
-    idempotency_retention: float = 86400.0
-    """Seconds an idempotency key and its result are kept after completion."""
+    retention: float = 86400.0
+    """Seconds a completed invocation, its journal and idempotency key are kept (then purged)."""
+    sweep_interval: float = 60.0
+    """Seconds between two runs of the retention sweeper."""
     discovery_timeout: float = 10.0
     """Seconds to wait for a handler service's /discovery answer."""
     transport: str = "aiohttp"
     """Client for the proxy-to-handler hop: aiohttp (fast) or httpx."""
     log_level: str = "info"
     """Log level: debug, info, warning, error."""
+    log_format: str = "json"
+    """Log lines as json (one object per line, with invocation_id) or text."""
 
     def __post_init__(self) -> None:
         if self.transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
+        if self.log_format not in ("json", "text"):
+            raise ValueError("log_format must be 'json' or 'text'")
         if self.map_size > self.max_map_size:
             raise ValueError("map_size must not exceed max_map_size")
 

@@ -39,8 +39,8 @@ from handlers_sdk.protocol import (
 from handlers_sdk.replay import header
 from proxy.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
 from proxy.journal import InvocationRecord, decode_record, encode_record, start_attempt
-from proxy.keys import START_INDEX, invocation_key, journal_key, timer_key
-from proxy.objects import PromiseRecord, admit, apply_state, promise_key, read_promise, write_promise
+from proxy.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
+from proxy.objects import PromiseRecord, admit, apply_state, promise_key, read_promise, release, write_promise
 from proxy.writer import Txn
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "Resolver",
     "complete_entry",
     "create_invocation",
+    "finish",
     "is_completed",
     "new_seed",
     "new_token",
@@ -103,6 +104,28 @@ def put_record(txn: Txn, record: InvocationRecord) -> None:
     txn.put("invocations", key, encode_record(record))
     if record.is_completed:
         txn.delete("active", key)
+
+
+def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> None:
+    """Store a just-completed invocation with everything completion implies: the retention
+    index, waking its waiters, releasing its key's lock (admitting the next in line), and
+    completing its parent's call entry."""
+    put_record(txn, record)
+    txn.put("expiry", expiry_key(record.expires_ms, record.id), b"")
+    effects.completed.append(record)
+    admitted = release(txn, record, now, new_token())
+    if admitted is not None:
+        put_record(txn, admitted)
+        effects.launch.append(admitted)
+    if record.parent_id:
+        try:
+            complete_entry(
+                txn, record.parent_id, record.parent_index, now=now, effects=effects,
+                value=record.result, failure=record.failure,
+            )  # fmt: skip
+        except (NotFound, Conflict, BadRequest):
+            # The parent was purged, or killed and its entry completed already: nothing to do.
+            pass
 
 
 def read_entry(txn: Txn, invocation_id: str, index: int) -> Entry | None:

@@ -31,19 +31,19 @@ from handlers_sdk.protocol import (
     decode_outcome,
     encode,
 )
-from proxy import faults
+from proxy import faults, logs
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.entries import (
     Effects,
-    complete_entry,
+    finish,
     is_completed,
     new_token,
     put_record,
     read_record,
     write_entries,
 )
-from proxy.errors import Fenced, NotFound, ProxyError
+from proxy.errors import Fenced, NotFound, PayloadTooLarge, ProxyError
 from proxy.journal import (
     InvocationRecord,
     check_current,
@@ -54,7 +54,8 @@ from proxy.journal import (
     suspend,
 )
 from proxy.keys import invocation_key, journal_prefix
-from proxy.objects import read_state, release
+from proxy.metrics import Metrics
+from proxy.objects import read_state
 from proxy.registry import Registry
 from proxy.retry import RetryPolicy
 from proxy.store import Store
@@ -113,8 +114,9 @@ class Invoker:
             max_ms=int(settings.retry_max_interval * 1000),
             max_attempts=settings.retry_max_attempts,
         )
-        self._retention_ms = int(settings.idempotency_retention * 1000)
+        self._retention_ms = int(settings.retention * 1000)
         self.active: dict[str, _Live] = {}
+        self.metrics = Metrics()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._closing = False
 
@@ -233,6 +235,7 @@ class Invoker:
     # -- one attempt ----------------------------------------------------------------------------
 
     async def _run(self, record: InvocationRecord, live: _Live) -> None:
+        logs.invocation_id.set(record.id)  # this task's own context: every log line names it
         try:
             result = await self._call(record, live)
             await self._settle(record, live, result)
@@ -262,6 +265,7 @@ class Invoker:
             callback_url=self._settings.effective_callback_url,
             random_seed=record.random_seed,
             headers=record.headers,
+            cancelled=record.cancelled,
             state={k: msgspec.Raw(v) for k, v in read_state(self._store, record.service, record.key).items()}
             if record.keyed
             else {},
@@ -344,15 +348,10 @@ class Invoker:
                 updated = fail_attempt(current, _errored_failure(result), now, self._policy, result.retry_after_ms)
             else:
                 updated = fail_attempt(current, result.failure, now, self._policy, result.retry_after_ms)
-            put_record(txn, updated)
             if updated.is_completed:
-                effects.completed.append(updated)
-                admitted = release(txn, updated, now, new_token())
-                if admitted is not None:
-                    put_record(txn, admitted)
-                    effects.launch.append(admitted)
-                if updated.parent_id:
-                    _complete_parent(txn, updated, now, effects)
+                finish(txn, updated, now, effects)
+            else:
+                put_record(txn, updated)
             return updated, effects
 
         try:
@@ -368,6 +367,9 @@ class Invoker:
             return
         if self.active.get(inv_id) is live:
             del self.active[inv_id]
+        self.metrics.attempts.inc(_outcome_name(result))
+        if updated.status == "backing-off":
+            self.metrics.retries.inc()
         self.apply(effects)
         if updated.status == "running":
             self.launch(updated)
@@ -380,6 +382,15 @@ class Invoker:
             self.schedule(updated)
         elif updated.status == "paused":
             log.error("invocation %s paused: %s", inv_id, updated.last_failure)
+
+    def abandon(self, invocation_id: str) -> None:
+        """Forget the in-flight attempt of an invocation (it was fenced by a cancel, kill or pause)."""
+        live = self.active.pop(invocation_id, None)
+        if live is not None and live.task is not None:
+            live.task.cancel()
+        handle = self._timers.pop(invocation_id, None)
+        if handle is not None:
+            handle.cancel()
 
     async def close(self) -> None:
         """Stop every timer and in-flight attempt; their state on disk is resumed at next start."""
@@ -395,22 +406,6 @@ class Invoker:
         self.active.clear()
 
 
-def _complete_parent(txn: Txn, child: InvocationRecord, now: int, effects: Effects) -> None:
-    """A finished child completes its parent's call entry (and may resume the parent)."""
-    try:
-        complete_entry(
-            txn,
-            child.parent_id,
-            child.parent_index,
-            now=now,
-            effects=effects,
-            value=child.result,
-            failure=child.failure,
-        )
-    except ProxyError as exc:  # the parent was purged or already has the result: nothing to do
-        log.warning("cannot complete the call entry of %s: %s", child.parent_id, exc)
-
-
 def _cap_entries(entries: list[JournalItem], max_bytes: int) -> list[JournalItem]:
     """Replace any entry over the size limit by a terminal step failure (as the ack path does)."""
     capped: list[JournalItem] = []
@@ -422,6 +417,12 @@ def _cap_entries(entries: list[JournalItem], max_bytes: int) -> list[JournalItem
             )
         capped.append(item)
     return capped
+
+
+def _outcome_name(result: Outcome | _AttemptFailure) -> str:
+    if isinstance(result, _AttemptFailure):
+        return "transport_error"
+    return {Completed: "completed", Failed: "failed", Suspended: "suspended", Errored: "error"}[type(result)]
 
 
 def _errored_failure(result: Errored) -> Failure:

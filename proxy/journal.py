@@ -69,6 +69,8 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
     kind: str = ""
     #: True for objects and workflows: the invocation sees its key's state.
     keyed: bool = False
+    #: Cancelled by an operator: the next attempt raises a TerminalError in the handler.
+    cancelled: bool = False
 
     @property
     def is_completed(self) -> bool:

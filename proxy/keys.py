@@ -9,11 +9,13 @@ import struct
 
 __all__ = [
     "START_INDEX",
+    "expiry_key",
     "idempotency_key",
     "invocation_key",
     "journal_key",
     "journal_prefix",
     "new_invocation_id",
+    "split_expiry_key",
     "split_journal_key",
     "split_timer_key",
     "timer_key",
@@ -67,3 +69,13 @@ def timer_key(wake_at_ms: int, invocation_id: str, index: int) -> bytes:
 def split_timer_key(key: bytes) -> tuple[int, str, int]:
     """Inverse of `timer_key`: (due time, invocation id, journal index or START_INDEX)."""
     return _BE64.unpack(key[:8])[0], key[8:-5].decode("ascii"), _BE32.unpack(key[-4:])[0]
+
+
+def expiry_key(expires_ms: int, invocation_id: str) -> bytes:
+    """Key of a completed invocation in the retention index, in expiry order."""
+    return _BE64.pack(max(0, expires_ms)) + invocation_id.encode("ascii")
+
+
+def split_expiry_key(key: bytes) -> tuple[int, str]:
+    """Inverse of `expiry_key`."""
+    return _BE64.unpack(key[:8])[0], key[8:].decode("ascii")

@@ -10,7 +10,7 @@ import logging
 from typing import cast
 
 from handlers_sdk.protocol import AwakeableEntry, Failure, parse_awakeable_id
-from proxy import faults
+from proxy import control, faults
 from proxy.clock import Clock, SystemClock
 from proxy.config import Settings
 from proxy.entries import Effects, complete_entry, create_invocation, new_seed, read_record
@@ -18,9 +18,11 @@ from proxy.errors import BadRequest, NotFound, Unavailable
 from proxy.invoker import Invoker
 from proxy.journal import InvocationRecord, decode_record
 from proxy.keys import idempotency_key, invocation_key, new_invocation_id
+from proxy.metrics import Metrics
 from proxy.objects import object_hash
 from proxy.registry import Registry
 from proxy.store import Store
+from proxy.sweeper import Sweeper
 from proxy.timers import Timers
 from proxy.transport import AiohttpTransport, HttpxTransport, Transport
 from proxy.writer import Txn, Writer
@@ -53,12 +55,15 @@ class Runtime:
         self.draining = False
         self._background: set[asyncio.Task[None]] = set()
         self.started = False
+        self.metrics = Metrics()
+        self.metrics.gauges.append(self._gauges)
 
     async def start(self) -> None:
         """Open the store, start the writer, load deployments, resume in-flight invocations."""
         settings = self.settings
         self.store = Store(settings.data_dir, settings.map_size)
         self.writer = Writer(self.store, settings.max_map_size)
+        self.writer.on_commit = self.metrics.observe_commit
         self.writer.start()
         if self._transport is None:
             if settings.transport == "aiohttp":
@@ -71,10 +76,13 @@ class Runtime:
         self.invoker = Invoker(
             settings, self.store, self.writer, self.registry, self.transport, self.clock, self._completed
         )
-        self.timers = Timers(self.store, self.writer, self.clock, self.invoker.apply)
+        self.invoker.metrics = self.metrics
+        self.timers = Timers(self.store, self.writer, self.clock, self.invoker.apply, self.metrics)
         self.invoker.on_timer = self.timers.poke
+        self.sweeper = Sweeper(self.store, self.writer, self.clock, settings.sweep_interval)
         await self._recover()
         self.timers.start()
+        self.sweeper.start()
         for uri in settings.deployments:
             self._spawn(self._register_until_up(uri))
         self.started = True
@@ -87,6 +95,7 @@ class Runtime:
         for task in list(self._background):
             task.cancel()
         await self.timers.close()
+        await self.sweeper.close()
         await self.invoker.close()
         await self.writer.close()
         for waiters in self._waiters.values():
@@ -229,6 +238,127 @@ class Runtime:
         if found is None:
             raise NotFound(f"workflow '{workflow}/{key}' not found")
         return found.decode("ascii")
+
+    async def act(self, action: str, invocation_id: str, latest: bool = False) -> InvocationRecord | None:
+        """Cancel, kill, pause, resume or purge one invocation. Returns after commit.
+
+        Args:
+            action: one of ``cancel``, ``kill``, ``pause``, ``resume``, ``purge``.
+            invocation_id: the invocation.
+            latest: with ``resume``, move it to the latest deployment of its service.
+
+        Returns:
+            The invocation's record after the action (None after a purge).
+
+        Raises:
+            NotFound: unknown invocation. Conflict: the action does not apply to its status.
+            BadRequest: unknown action.
+        """
+        now = self.clock.now_ms()
+        retention_ms = int(self.settings.retention * 1000)
+        deployment = ""
+        if action == "resume" and latest:
+            record = self.get(invocation_id)
+            deployment = self.invoker.resolve(record.service, record.handler)[0]
+
+        def write(txn: Txn) -> tuple[InvocationRecord | None, Effects]:
+            effects = Effects()
+            if action == "cancel":
+                return control.cancel(txn, invocation_id, now, retention_ms, effects), effects
+            if action == "kill":
+                return control.kill(txn, invocation_id, now, retention_ms, effects), effects
+            if action == "pause":
+                return control.pause_invocation(txn, invocation_id, now), effects
+            if action == "resume":
+                return control.resume(txn, invocation_id, now, deployment, effects), effects
+            if action == "purge":
+                control.purge(txn, invocation_id)
+                return None, effects
+            raise BadRequest(f"unknown action '{action}': use cancel, kill, pause, resume or purge")
+
+        record, effects = await self.writer.submit(write)
+        # Attempts in flight for what changed are fenced now: stop waiting for them.
+        for changed in (*effects.launch, *effects.completed, *([record] if record else [])):
+            if action != "resume":
+                self.invoker.abandon(changed.id)
+        self.invoker.apply(effects)
+        return record
+
+    def list_invocations(
+        self,
+        status: str | None = None,
+        service: str | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[InvocationRecord], str | None]:
+        """A page of invocations in id order, filtered; returns it and the cursor of the next page."""
+        db = "active" if status is not None and status != "completed" else "invocations"
+        found: list[InvocationRecord] = []
+        next_after: str | None = None
+        with self.store.read() as txn:
+            cursor = txn.cursor(db=self.store.dbs[db])
+            positioned = cursor.set_range(after.encode("ascii") + b"\x00") if after else cursor.first()
+            if not positioned:
+                return [], None
+            for key in cursor.iternext(keys=True, values=False):
+                data = txn.get(key, db=self.store.dbs["invocations"])
+                if data is None:
+                    continue
+                record = cast(InvocationRecord, decode_record(data, InvocationRecord))
+                if status is not None and record.status != status:
+                    continue
+                if service is not None and record.service != service:
+                    continue
+                if handler is not None and record.handler != handler:
+                    continue
+                if len(found) == limit:
+                    next_after = found[-1].id
+                    break
+                found.append(record)
+        return found, next_after
+
+    def _gauges(self) -> list[str]:
+        if not self.started:
+            return []
+        lines = [
+            "# HELP durable_invocations Invocations by status.",
+            "# TYPE durable_invocations gauge",
+        ]
+        for status, count in sorted(self.status_counts().items()):
+            lines.append(f'durable_invocations{{status="{status}"}} {count}')
+        usage = self.store.usage()
+        lines += [
+            "# HELP durable_lmdb_map_bytes Size of the LMDB map.",
+            "# TYPE durable_lmdb_map_bytes gauge",
+            f"durable_lmdb_map_bytes {usage['map_size']}",
+            "# HELP durable_lmdb_used_bytes Bytes of the LMDB map in use.",
+            "# TYPE durable_lmdb_used_bytes gauge",
+            f"durable_lmdb_used_bytes {usage['used_bytes']}",
+            "# HELP durable_running_attempts Attempts in flight.",
+            "# TYPE durable_running_attempts gauge",
+            f"durable_running_attempts {len(self.invoker.active)}",
+            "# HELP durable_purged_total Completed invocations purged by the retention sweeper.",
+            "# TYPE durable_purged_total counter",
+            f"durable_purged_total {self.sweeper.purged}",
+        ]
+        return lines
+
+    def status_counts(self) -> dict[str, int]:
+        """How many invocations are in each status."""
+        counts: dict[str, int] = {}
+        active = 0
+        with self.store.read() as txn:
+            for key in txn.cursor(db=self.store.dbs["active"]).iternext(keys=True, values=False):
+                data = txn.get(key, db=self.store.dbs["invocations"])
+                if data is None:
+                    continue
+                record = cast(InvocationRecord, decode_record(data, InvocationRecord))
+                counts[record.status] = counts.get(record.status, 0) + 1
+                active += 1
+            total = int(txn.stat(self.store.dbs["invocations"])["entries"])
+        counts["completed"] = total - active
+        return counts
 
     def get(self, invocation_id: str) -> InvocationRecord:
         """The stored record of an invocation, or NotFound."""

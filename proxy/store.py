@@ -32,6 +32,7 @@ DBS = {
     "workflows": "sha256(workflow, key) -> invocation id of its run",
     "promises": "sha256(workflow, key) sha256(name)[:16] -> PromiseRecord (msgpack)",
     "promise_waiters": "promise key, invocation id, NUL, be32 index -> b''",
+    "expiry": "be64 expiry ms, invocation id -> b'' (completed invocations, for the retention sweeper)",
     "meta": "counters (inbox_seq)",
 }
 

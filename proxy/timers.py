@@ -17,6 +17,7 @@ from proxy.clock import Clock
 from proxy.entries import Effects, complete_entry, put_record, read_record, start_or_queue
 from proxy.errors import ProxyError
 from proxy.keys import START_INDEX, split_timer_key
+from proxy.metrics import Metrics
 from proxy.store import Store
 from proxy.writer import Txn, Writer
 
@@ -33,7 +34,9 @@ _BATCH = 512
 class Timers:
     """The timer loop over the ``timers`` database."""
 
-    def __init__(self, store: Store, writer: Writer, clock: Clock, apply: object) -> None:
+    def __init__(
+        self, store: Store, writer: Writer, clock: Clock, apply: object, metrics: Metrics | None = None
+    ) -> None:
         self._store = store
         self._writer = writer
         self._clock = clock
@@ -42,6 +45,7 @@ class Timers:
         self._next_due: float = 0
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
+        self._metrics = metrics or Metrics()
 
     def start(self) -> None:
         """Start the loop."""
@@ -113,4 +117,5 @@ class Timers:
         effects = await self._writer.submit(write)
         faults.hit("timers.after_fire")
         self.fired += len(keys)
+        self._metrics.timers_fired.inc(amount=len(keys))
         self._apply(effects)  # type: ignore[operator]

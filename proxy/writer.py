@@ -12,6 +12,7 @@ import asyncio
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
@@ -116,6 +117,8 @@ class Writer:
         self._closed = False
         self.commits = 0
         self.batched = 0
+        #: Called after every commit with (seconds, requests in the batch); set by the runtime.
+        self.on_commit: Callable[[float, int], None] | None = None
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -207,6 +210,7 @@ class Writer:
     def _try_commit(self, batch: list[_Request]) -> None:
         env = self._store.env
         dbs = self._store.dbs
+        started = time.perf_counter()
         txn = env.begin(write=True)
         try:
             for request in batch:
@@ -234,3 +238,5 @@ class Writer:
         faults.hit("writer.after_commit")
         self.commits += 1
         self.batched += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - started, len(batch))

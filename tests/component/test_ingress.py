@@ -146,7 +146,7 @@ async def test_headers_reach_the_handler(start: StartHarness) -> None:
 # -- terminal errors ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("code", [400, 404, 409, 422, 599])
+@pytest.mark.parametrize("code", [400, 404, 409, 422, 500, 599])
 async def test_terminal_error_status_is_the_user_code(h: Harness, code: int) -> None:
     response = await h.ingress.post("/Greeter/fail", json=code)
     assert response.status_code == code

@@ -10,11 +10,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1
 
 # A fixed, unprivileged uid/gid, so a mounted volume can be chowned to match from outside.
-RUN groupadd --system --gid 10001 proxy \
-    && useradd --system --uid 10001 --gid proxy --no-create-home --home-dir /nonexistent \
-       --shell /usr/sbin/nologin proxy \
+# Not named "proxy": Debian's base-passwd already has a proxy user and group (uid/gid 13).
+RUN groupadd --system --gid 10001 durable \
+    && useradd --system --uid 10001 --gid durable --no-create-home --home-dir /nonexistent \
+       --shell /usr/sbin/nologin durable \
     && mkdir -p /data \
-    && chown proxy:proxy /data
+    && chown durable:durable /data
+
+# A venv works on both bases: python:3.11-slim, and a Debian one (scripts/container_base.sh) whose
+# python3 has no `python`/`pip` command and refuses system-wide pip installs (PEP 668).
+RUN python3 -m venv /opt/venv
+ENV VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 # Only what the wheel needs (see .dockerignore): the tests, examples and bench stay out.

@@ -176,7 +176,9 @@ class Attempt:
                 entry = RunEntry(name=entry.name, failure=Failure(code=413, message=message))
                 await self._post(index, entry)
         except AckRejected as exc:
-            self.stop("fenced", str(exc))
+            # 409: a newer attempt owns the invocation. Anything else (a 5xx that outlived the
+            # retries, a 4xx for a bad entry) ends this attempt as a failure to be retried.
+            self.stop("fenced" if exc.status == 409 else "unreachable", str(exc))
         except httpx.HTTPError as exc:
             self.stop("unreachable", f"proxy callback {request.callback_url}: {exc!r}")
         return entry

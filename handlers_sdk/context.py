@@ -451,6 +451,23 @@ async def _execute(
     options: RunOptions | None,
     source: str,
 ) -> RunEntry:
+    """Run a step body with its retry policy and turn the result into a journal entry, stamped
+    with when the step started and how long it took (shown by the admin UI's timeline)."""
+    started_ms = _wall_ms()
+    began = time.monotonic()
+    entry = await _execute_untimed(name, fn, args, kwargs, options, source)
+    duration_ms = int((time.monotonic() - began) * 1000)
+    return msgspec.structs.replace(entry, started_ms=started_ms, duration_ms=duration_ms)
+
+
+async def _execute_untimed(
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    options: RunOptions | None,
+    source: str,
+) -> RunEntry:
     """Run a step body with its retry policy and turn the result into a journal entry."""
     loop = asyncio.get_running_loop()
     started = loop.time()

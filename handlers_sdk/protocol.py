@@ -90,6 +90,10 @@ class RunEntry(_Wire, tag="run", kw_only=True):
     failure: Failure | None = None
     #: ``file:line`` of the call site, for mismatch diagnostics. Not compared on replay.
     source: str = ""
+    #: Wall-clock start (ms) and duration (ms, retries in place included) of the execution whose
+    #: result this is, for the admin UI's timeline; 0 when unknown. Not compared on replay.
+    started_ms: int = 0
+    duration_ms: int = 0
 
 
 class SleepEntry(_Wire, tag="sleep", kw_only=True):

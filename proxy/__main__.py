@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
 from collections.abc import Iterator, Sequence
 
 import uvicorn
@@ -78,8 +79,17 @@ async def serve(settings: Settings) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Console entry point."""
-    settings = settings_from(argv)
+    """Console entry point: the server, or a subcommand (`proxy.cli`, `proxy.dev`) named by argv[0]."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "dev":
+        from proxy.dev import main as dev_main
+
+        raise SystemExit(dev_main(args[1:]))
+    if args and args[0] in ("invocations", "inv", "services", "svc", "deployments", "dep"):
+        from proxy.cli import main as cli_main
+
+        raise SystemExit(cli_main(args))
+    settings = settings_from(args)
     configure(settings.log_level, settings.log_format)
     try:
         import uvloop

@@ -26,6 +26,7 @@ from proxy.keys import journal_prefix
 from proxy.objects import read_state, replace_state
 from proxy.runtime import Runtime
 from proxy.store import DBS
+from proxy.ui import ui_routes
 from proxy.web import exception_handlers, json_response, read_body
 
 __all__ = ["create_admin", "invocation_view"]
@@ -294,5 +295,6 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/stats", stats, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route(ACK_PATH, append_endpoint(runtime), methods=["POST"]),
+        *ui_routes(),
     ]
     return Starlette(routes=routes, exception_handlers=exception_handlers("admin"))

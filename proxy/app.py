@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from starlette.applications import Starlette
 
 from proxy.admin import create_admin
+from proxy.callbacks import AckFastPath
 from proxy.clock import Clock
 from proxy.config import Settings
 from proxy.ingress import create_ingress
@@ -28,4 +29,6 @@ class ProxyApps:
 def create_app(settings: Settings, clock: Clock | None = None, transport: Transport | None = None) -> ProxyApps:
     """Build the proxy's apps. Call ``await apps.runtime.start()`` before serving."""
     runtime = Runtime(settings, clock=clock, transport=transport)
-    return ProxyApps(runtime=runtime, ingress=create_ingress(runtime), admin=create_admin(runtime))
+    admin = create_admin(runtime)
+    admin.add_middleware(AckFastPath, runtime=runtime)  # step acks skip the router (the hot path)
+    return ProxyApps(runtime=runtime, ingress=create_ingress(runtime), admin=admin)

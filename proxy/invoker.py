@@ -427,7 +427,7 @@ def _outcome_name(result: Outcome | _AttemptFailure) -> str:
 
 def _errored_failure(result: Errored) -> Failure:
     message = result.message
-    if result.related_index is not None:
+    if result.related_index is not None and f"index {result.related_index}" not in message:
         message += f" (journal index {result.related_index}: {result.related_name})"
     if result.stacktrace:
         message += "\n" + result.stacktrace[-4000:]

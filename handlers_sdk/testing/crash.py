@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -261,6 +261,7 @@ async def check_replay_safety_async(
     check_args: bool = True,
     stop_at_first: bool = True,
     raise_on_failure: bool = True,
+    prepare: Callable[[LocalRuntime], None] | None = None,
 ) -> ReplaySafetyReport:
     """`check_replay_safety` for code already inside an event loop."""
     services = [service] if isinstance(service, Service) else list(service)
@@ -273,7 +274,10 @@ async def check_replay_safety_async(
     }
 
     def runtime() -> LocalRuntime:
-        return LocalRuntime(services, mode=mode)
+        rt = LocalRuntime(services, mode=mode)
+        if prepare is not None:
+            prepare(rt)
+        return rt
 
     baseline = await runtime().start(name, handler, input, **options)
     report = ReplaySafetyReport(name, handler, baseline)
@@ -318,8 +322,10 @@ def check_replay_safety(
         input: the handler's input value.
         **options: ``target``, ``mode`` (``"ack"``: one attempt per run, as in production;
             ``"suspend"``: a replay at every step as well), ``key``, ``headers``,
-            ``random_seed``, ``check_args`` (compare step arguments), ``stop_at_first`` and
-            ``raise_on_failure`` (else return the report with its violations).
+            ``random_seed``, ``check_args`` (compare step arguments), ``stop_at_first``,
+            ``raise_on_failure`` (else return the report with its violations) and ``prepare``
+            (called with each fresh `LocalRuntime`, e.g. to resolve a promise or awakeable the
+            handler waits on).
 
     Returns:
         The report (``report.ok`` is True when nothing was found).

@@ -36,15 +36,18 @@ from handlers_sdk.protocol import (
     InvokeRequest,
     JournalItem,
     Outcome,
+    RunEntry,
     Suspended,
+    encode,
 )
-from handlers_sdk.replay import describe
+from handlers_sdk.replay import describe, header
 from handlers_sdk.serde import from_json, to_json
 from handlers_sdk.service import HandlerDef, Service
 from handlers_sdk.testing.steps import StepCall, StepExecution, StepRecorder
 
 __all__ = [
     "AttemptFailedError",
+    "CommitHook",
     "Completer",
     "Completion",
     "FakeClock",
@@ -120,6 +123,10 @@ class Completion:
 #: entry class with `LocalRuntime.register_completer`; called with the runtime, the invocation,
 #: the index and the entry.
 Completer = Callable[["LocalRuntime", "Invocation", int, Any], Awaitable["Completion | None"]]
+#: Applies what the proxy does when it commits a new entry of one kind (apply a state write,
+#: complete a promise...) and returns the entry as stored. Registered per entry class with
+#: `LocalRuntime.register_commit_hook`; called with the runtime, the invocation, index and entry.
+CommitHook = Callable[["LocalRuntime", "Invocation", int, Any], Entry]
 
 
 @dataclass(eq=False)
@@ -143,6 +150,8 @@ class Invocation:
     waiting_on: list[int] = field(default_factory=list)
     #: Handler-created entries in the order they were committed.
     commit_log: list[int] = field(default_factory=list)
+    #: Ids of the invocations started by this one's one-way sends, in order.
+    sends: list[str] = field(default_factory=list)
     #: Crash injection: drop the commit at this position of `commit_log` and kill the attempt.
     crash_at: int | None = None
     #: The attempt killed by the injected crash, and the journal indexes committed at that time.
@@ -150,11 +159,18 @@ class Invocation:
     journal_at_crash: frozenset[int] = frozenset()
     steps: StepRecorder = field(init=False)
     _seq: int = 0
-    #: (fake clock, real wall clock) at each commit, to turn SDK wall-clock deadlines into fake ones.
-    _committed_at: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: (fake clock, real wall clock) at the start of the attempt that created each entry, to turn
+    #: the wall-clock deadlines the SDK writes into fake-clock ones (never earlier than asked for).
+    _created_at: dict[int, tuple[int, int]] = field(default_factory=dict)
+    _attempt_clock: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
         self.steps = StepRecorder(lambda index: index in self.journal)
+
+    @property
+    def is_done(self) -> bool:
+        """True once the invocation completed (with a result or a terminal failure)."""
+        return self.status == "completed"
 
     @property
     def journal_items(self) -> list[JournalItem]:
@@ -210,6 +226,10 @@ def _mismatch_parts(message: str) -> tuple[str, str]:
     return recorded or message, attempted
 
 
+class _IndexTaken(Exception):
+    """Another operation was committed at this journal index."""
+
+
 class _InMemoryAck(AckClient):
     """The proxy's step-ack endpoint, in process: fenced by attempt and token, as the real one."""
 
@@ -258,20 +278,30 @@ class LocalRuntime:
         self.max_attempts = max_attempts
         self.random_seed = random_seed
         self.invocations: dict[str, Invocation] = {}
-        self._completers: dict[type, Completer] = {}
+        #: State of virtual objects and workflows: (service, key) -> state key -> JSON value.
+        self.state: dict[tuple[str, str], dict[str, bytes]] = {}
+        #: Durable promises of workflows: (service, key, name) -> (JSON value, rejection).
+        self.promises: dict[tuple[str, str, str], tuple[bytes, Failure | None]] = {}
         self._awakeables: dict[str, tuple[bytes, Failure | None]] = {}
         self._current: dict[str, tuple[int, str]] = {}
+        self._sends: list[tuple[str, Any]] = []
         self._counter = 0
+        self._waking = False
         self._ack = _InMemoryAck(self)
-        from handlers_sdk.testing.completers import DEFAULT_COMPLETERS
+        from handlers_sdk.testing.completers import DEFAULT_COMMIT_HOOKS, DEFAULT_COMPLETERS
 
-        self._completers.update(DEFAULT_COMPLETERS)
+        self._completers: dict[type, Completer] = dict(DEFAULT_COMPLETERS)
+        self._commit_hooks: dict[type, CommitHook] = dict(DEFAULT_COMMIT_HOOKS)
 
     # -- public API -----------------------------------------------------------------------------
 
     def register_completer(self, entry_type: type, completer: Completer) -> None:
         """Complete waited-on entries of `entry_type` with `completer` (replaces the default)."""
         self._completers[entry_type] = completer
+
+    def register_commit_hook(self, entry_type: type, hook: CommitHook) -> None:
+        """Apply `hook` when a new entry of `entry_type` is committed (replaces the default)."""
+        self._commit_hooks[entry_type] = hook
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
         """Resolve an awakeable (before or after the handler waits on it; then `resume`)."""
@@ -280,6 +310,14 @@ class LocalRuntime:
     def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
         """Reject an awakeable: the handler's await raises TerminalError(message, code)."""
         self._awakeables[awakeable_id] = (b"null", Failure(code=code, message=message))
+
+    def resolve_promise(self, service: str, key: str, name: str, value: Any = None) -> None:
+        """Resolve the durable promise `name` of workflow `service`/`key` from outside."""
+        self.promises[(service, key, name)] = (to_json(value), None)
+
+    def reject_promise(self, service: str, key: str, name: str, message: str, code: int = 500) -> None:
+        """Reject the durable promise `name` of workflow `service`/`key` from outside."""
+        self.promises[(service, key, name)] = (b"null", Failure(code=code, message=message))
 
     def handler_def(self, service: str | Service, handler: str) -> HandlerDef:
         """The registered handler `service`/`handler` (KeyError with a clear message if unknown)."""
@@ -330,6 +368,7 @@ class LocalRuntime:
             inv.journal[item.index] = item.entry
         self.invocations[inv.id] = inv
         await self._drive(inv)
+        await self._after()
         return inv
 
     async def call(self, service: str | Service, handler: str, arg: Any = None, *, type_: Any = Any, **kw: Any) -> Any:
@@ -342,7 +381,34 @@ class LocalRuntime:
         if inv.status == "suspended":
             inv.status = "running"
             await self._drive(inv)
+            await self._after()
         return inv
+
+    async def _after(self) -> None:
+        """Run what the finished work queued (one-way sends), then wake invocations whose waits
+        can now complete (a promise resolved by another handler, say)."""
+        if self._waking:
+            return
+        self._waking = True
+        try:
+            progress = True
+            while progress:
+                progress = False
+                while self._sends:
+                    child_id, entry = self._sends.pop(0)
+                    if child_id not in self.invocations:
+                        await self.start(
+                            entry.service, entry.handler, msgspec.Raw(bytes(entry.input)), key=entry.key,
+                            invocation_id=child_id,
+                        )  # fmt: skip
+                        progress = True
+                for inv in list(self.invocations.values()):
+                    if inv.status == "suspended" and await self._complete_waits(inv, inv.waiting_on):
+                        inv.status = "running"
+                        await self._drive(inv)
+                        progress = True
+        finally:
+            self._waking = False
 
     # -- the proxy's role -----------------------------------------------------------------------
 
@@ -351,6 +417,7 @@ class LocalRuntime:
         if inv.attempts > self.max_attempts:
             raise AttemptFailedError(f"{inv.id}: more than {self.max_attempts} attempts")
         token = f"tok{inv.attempts}"
+        inv._attempt_clock = (self.clock.now_ms(), time.time_ns() // 1_000_000)
         self._current[inv.id] = (inv.attempts, token)
         request = InvokeRequest(
             invocation_id=inv.id,
@@ -364,6 +431,7 @@ class LocalRuntime:
             callback_url=_CALLBACK_URL if self.mode == "ack" else "",
             random_seed=inv.random_seed,
             headers=inv.headers,
+            state={k: msgspec.Raw(v) for k, v in self.state.get((inv.service, inv.key), {}).items()},
         )
         return inv.steps.instrument(handler, inv.attempts), request
 
@@ -373,7 +441,10 @@ class LocalRuntime:
             observed, request = self._request(inv, handler)
             outcome = await run_attempt(observed, request, self.mode, self._ack)
             self._current.pop(inv.id, None)
-            committed = all(self._commit(inv, item) for item in outcome.entries)
+            try:
+                committed = all(self._commit(inv, item) for item in outcome.entries)
+            except _IndexTaken as exc:
+                raise AttemptFailedError(f"{inv.id}: {exc} (the proxy would refuse this outcome)") from None
             if not committed or inv.crashed_attempt == request.attempt:
                 continue  # the attempt "died": its outcome never reached the proxy
             if isinstance(outcome, Completed | Failed):
@@ -399,12 +470,19 @@ class LocalRuntime:
             return False
         existing = inv.journal.get(item.index)
         if existing is not None:
-            if existing != item.entry:
-                raise AttemptFailedError(f"{inv.id}: index {item.index} committed twice with different entries")
+            # As the proxy: a re-sent entry is accepted, another operation at a taken index is not.
+            same = (
+                encode(existing) == encode(item.entry)
+                if isinstance(existing, RunEntry) or isinstance(item.entry, RunEntry)
+                else header(existing) == header(item.entry)
+            )
+            if not same:
+                raise _IndexTaken(f"journal index {item.index} is already taken by {describe(existing)}")
             return True
-        inv.journal[item.index] = item.entry
+        hook = self._commit_hooks.get(type(item.entry))
+        inv.journal[item.index] = hook(self, inv, item.index, item.entry) if hook else item.entry
         inv.commit_log.append(item.index)
-        inv._committed_at[item.index] = (self.clock.now_ms(), time.time_ns() // 1_000_000)
+        inv._created_at[item.index] = inv._attempt_clock
         return True
 
     def _on_append(self, request: AppendRequest) -> None:
@@ -413,16 +491,23 @@ class LocalRuntime:
             raise AckRejected(409, b"stale attempt")
         if inv.crashed_attempt == request.attempt:
             raise AckRejected(409, b"attempt killed by a simulated crash")
-        if not self._commit(inv, JournalItem(index=request.index, entry=request.entry)):
+        try:
+            committed = self._commit(inv, JournalItem(index=request.index, entry=request.entry))
+        except _IndexTaken as exc:
+            raise AckRejected(409, str(exc).encode()) from None
+        if not committed:
             raise AckRejected(409, b"simulated crash before the commit")
 
     def fake_deadline(self, inv: Invocation, index: int, wall_ms: int) -> int:
         """Turn a real wall-clock deadline the SDK wrote into entry `index` into fake-clock time."""
-        fake, wall = inv._committed_at.get(index, (self.clock.now_ms(), time.time_ns() // 1_000_000))
+        fake, wall = inv._created_at.get(index, inv._attempt_clock)
         return fake + max(0, wall_ms - wall)
 
     async def _complete_waits(self, inv: Invocation, waiting_on: list[int]) -> bool:
         """Complete what the handler waits on: everything ready now, else the earliest timer."""
+        # Completed at commit (a promise peek, say) or by some other invocation meanwhile.
+        if any(getattr(inv.journal.get(index), "completed", False) for index in waiting_on):
+            return True
         ready: list[tuple[int, Completion]] = []
         for index in waiting_on:
             entry = inv.journal.get(index)
@@ -441,11 +526,18 @@ class LocalRuntime:
             self.clock.advance_to(first)
             due = [(i, c) for i, c in ready if (c.at_ms or now) <= first]
         for index, completion in sorted(due, key=lambda p: (p[1].at_ms or 0, p[0])):
-            entry = completion.entry
-            if "seq" in type(entry).__struct_fields__:
-                entry = msgspec.structs.replace(entry, seq=inv._next_seq())
-            inv.journal[index] = entry
+            inv.journal[index] = self.numbered(inv, completion.entry)
         return True
+
+    def numbered(self, inv: Invocation, entry: Entry) -> Entry:
+        """`entry` with the next completion sequence number of `inv`, if it has a ``seq`` field."""
+        if "seq" in type(entry).__struct_fields__:
+            return msgspec.structs.replace(entry, seq=inv._next_seq())
+        return entry
+
+    def queue_send(self, child_id: str, entry: Any) -> None:
+        """Start the target of a one-way send once the current work is done."""
+        self._sends.append((child_id, entry))
 
     async def _run_child(self, service: str, handler: str, key: str, input_json: bytes, child_id: str) -> Invocation:
         """Start (or find, on replay) the child invocation of a call entry and run it."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -35,13 +35,25 @@ class Workload:
     """`concurrency` client threads issuing ops until stopped."""
 
     def __init__(
-        self, proxy: ProxyProc, history: History, concurrency: int, job: dict[str, Any], seed: int, prefix: str = "op"
+        self,
+        proxy: ProxyProc,
+        history: History,
+        concurrency: int,
+        job: dict[str, Any],
+        seed: int,
+        prefix: str = "op",
+        path: str = "Ledger/run",
+        body: Callable[[str], Any] | None = None,
+        pause: float = 0.0,
     ) -> None:
         self.proxy = proxy
         self.history = history
         self.concurrency = concurrency
         self.job = job
         self.prefix = prefix
+        self.path = path
+        self.body = body or (lambda key: {**job, "tag": key})
+        self.pause = pause
         self._stop = threading.Event()
         self._next = 0
         self._lock = threading.Lock()
@@ -60,9 +72,7 @@ class Workload:
                 op = Op(key=key)
                 try:
                     response = client.post(
-                        f"{self.proxy.ingress}/Ledger/run",
-                        json={**self.job, "tag": key},
-                        headers={"idempotency-key": key},
+                        f"{self.proxy.ingress}/{self.path}", json=self.body(key), headers={"idempotency-key": key}
                     )
                 except httpx.ConnectError as exc:
                     # Refused: the request never reached the proxy.
@@ -74,8 +84,7 @@ class Workload:
                     op.inv_id = response.headers.get("x-restate-id")
                     op.body = response.json() if response.status_code == 200 else response.text
                 self.history.add(op)
-                if op.outcome != "ok":
-                    time.sleep(0.05)
+                time.sleep(self.pause if op.outcome == "ok" else max(self.pause, 0.05))
 
     def start(self) -> None:
         """Start the client threads."""

@@ -1,167 +1,28 @@
-"""In-process proxy + handler service: both hops run as ASGI apps in the test's event loop.
-
-    test ──httpx/ASGI──▶ proxy ingress / admin
-                         proxy invoker ──httpx──▶ respx router ──ASGI──▶ handler app (handlers_sdk)
-                         handler acks  ──httpx/ASGI──────────────────▶ proxy admin
-
-The respx router between the invoker and the handler records every invoke request and can
-answer in the handler's place (`Harness.plan`): faults are injected there.
-"""
+"""Fixtures of the component tests (the harness itself is in harness.py)."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import httpx
-import msgspec
 import pytest
 import respx
 
 import handlers_sdk
-from handlers_sdk.protocol import InvokeRequest, decode_invoke
-from handlers_sdk.server import HandlerApp
+from handlers_sdk.protocol import decode_invoke
 from handlers_sdk.service import Service
-from proxy import Settings, create_app
-from proxy.app import ProxyApps
+from proxy import create_app
 from proxy.transport import HttpxTransport
-
-HANDLER_URL = "http://handler.test"
-WAIT_SECONDS = 5.0
-
-#: A planned answer of the "handler": a response, an exception to raise, or None (pass through).
-Planned = httpx.Response | Exception | Callable[[httpx.Request], Awaitable[httpx.Response]] | None
+from tests.component.harness import HANDLER_URL, Harness, Sent, StartHarness, settings_for
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@dataclass
-class Sent:
-    """One invoke request the proxy sent to the handler service."""
-
-    request: InvokeRequest
-    at: float
-    url: str
-
-
-@dataclass
-class Harness:
-    """A started proxy with one registered handler deployment, and clients for both APIs."""
-
-    settings: Settings
-    apps: ProxyApps
-    handler: HandlerApp
-    router: respx.Router
-    ingress: httpx.AsyncClient
-    admin: httpx.AsyncClient
-    sent: list[Sent] = field(default_factory=list)
-    plan: list[Planned] = field(default_factory=list)
-
-    # -- API helpers --------------------------------------------------------------------------
-
-    async def counts(self) -> dict[str, int]:
-        """Row counts of every LMDB database, from ``GET /stats``."""
-        response = await self.admin.get("/stats")
-        assert response.status_code == 200, response.text
-        counts: dict[str, int] = response.json()["counts"]
-        return counts
-
-    async def inspect(self, invocation_id: str) -> dict[str, Any]:
-        """``GET /invocations/{id}`` on the admin API."""
-        response = await self.admin.get(f"/invocations/{invocation_id}")
-        assert response.status_code == 200, response.text
-        view: dict[str, Any] = response.json()
-        return view
-
-    async def send(self, path: str, body: Any = None, **kwargs: Any) -> str:
-        """``POST {path}/send``: returns the invocation id of the 202."""
-        response = await self.ingress.post(path + "/send", content=json.dumps(body), **kwargs)
-        assert response.status_code == 202, response.text
-        invocation_id: str = response.json()["invocationId"]
-        return invocation_id
-
-    async def wait_until(
-        self, invocation_id: str, check: Callable[[dict[str, Any]], bool], timeout: float = WAIT_SECONDS
-    ) -> dict[str, Any]:
-        """Poll the admin view until `check(view)` holds."""
-        view: dict[str, Any] = {}
-        try:
-            with anyio.fail_after(timeout):
-                while True:
-                    view = await self.inspect(invocation_id)
-                    if check(view):
-                        return view
-                    await anyio.sleep(0.005)
-        except TimeoutError:
-            raise AssertionError(f"condition not reached; last view: {view}") from None
-
-    async def wait_status(self, invocation_id: str, status: str, timeout: float = WAIT_SECONDS) -> dict[str, Any]:
-        """Poll until the invocation has `status`."""
-        return await self.wait_until(invocation_id, lambda v: v["status"] == status, timeout)
-
-    def attempts_of(self, invocation_id: str) -> list[Sent]:
-        """Invoke requests sent for one invocation, in order."""
-        return [s for s in self.sent if s.request.invocation_id == invocation_id]
-
-    async def writer_blocked(self) -> Callable[[], Awaitable[None]]:
-        """Occupy the writer thread, so that the writes queued meanwhile land in one commit batch.
-
-        Returns the coroutine function that releases it (and waits for the blocker's commit).
-        """
-        release = threading.Event()
-        entered = threading.Event()
-
-        def block(txn: object) -> None:
-            entered.set()
-            release.wait(WAIT_SECONDS)
-
-        blocker = asyncio.ensure_future(self.apps.runtime.writer.submit(block))
-        with anyio.fail_after(WAIT_SECONDS):
-            while not entered.is_set():
-                await anyio.sleep(0.001)
-
-        async def release_it() -> None:
-            release.set()
-            await blocker
-
-        return release_it
-
-    async def wait_queued(self, count: int) -> None:
-        """Wait until `count` write requests are queued behind a blocked writer."""
-        with anyio.fail_after(WAIT_SECONDS):
-            while self.apps.runtime.writer._queue.qsize() < count:
-                await anyio.sleep(0.001)
-
-
-StartHarness = Callable[..., Awaitable[Harness]]
-
-
-def _settings(data_dir: Path, overrides: dict[str, Any]) -> Settings:
-    base: dict[str, Any] = {
-        "data_dir": str(data_dir),
-        "transport": "httpx",
-        "map_size": 64 * 1024**2,
-        "max_map_size": 64 * 1024**2,
-        "retry_initial_interval": 0.01,
-        "retry_factor": 2.0,
-        "retry_max_interval": 0.05,
-        "retry_max_attempts": 50,
-        "inactivity_timeout": 10.0,
-        "body_read_timeout": 5.0,
-    }
-    base.update(overrides)
-    return Settings(**base)
 
 
 @pytest.fixture
@@ -173,7 +34,7 @@ async def start(tmp_path: Path) -> AsyncIterator[StartHarness]:
     async def _start(services: list[Service], *, mode: str = "ack", **overrides: Any) -> Harness:
         nonlocal count
         count += 1
-        settings = _settings(tmp_path / f"data{count}", overrides)
+        settings = settings_for(tmp_path / f"data{count}", overrides)
         router = respx.Router(assert_all_mocked=True, assert_all_called=False)
         proxy_to_handler = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
         apps = create_app(settings, transport=HttpxTransport(settings.max_response_bytes, client=proxy_to_handler))
@@ -210,8 +71,3 @@ async def start(tmp_path: Path) -> AsyncIterator[StartHarness]:
 
     yield _start
     await stack.aclose()
-
-
-def decode(response: httpx.Response) -> Any:
-    """The JSON body of a response."""
-    return msgspec.json.decode(response.content)

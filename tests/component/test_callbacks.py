@@ -11,7 +11,7 @@ import pytest
 
 from handlers_sdk import Context, Service, TerminalError
 from handlers_sdk.protocol import ACK_PATH, AppendRequest, Failure, InvokeRequest, RunEntry, encode
-from tests.component.conftest import Harness, StartHarness
+from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -24,7 +24,8 @@ def gated(gate: asyncio.Event) -> Service:
     @svc.handler()
     async def go(ctx: Context) -> str:
         await gate.wait()
-        return await ctx.run("step", lambda: "done")
+        done: str = await ctx.run("step", lambda: "done")
+        return done
 
     return svc
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from handlers_sdk import Context, RetryableError, Service
-from tests.component.conftest import Harness, StartHarness
+from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -23,7 +23,8 @@ def service(runs: list[str]) -> Service:
             runs.append(item)
             return f"reserved {item}"
 
-        return await ctx.run("reserve", reserve)
+        reserved: str = await ctx.run("reserve", reserve)
+        return reserved
 
     return svc
 
@@ -96,13 +97,16 @@ async def test_retryable_error_retry_after_is_honoured(start: StartHarness) -> N
 
 GARBAGE = {
     "not-json": httpx.Response(200, content=b"<html>oops</html>", headers={"content-type": "application/json"}),
-    "truncated": httpx.Response(200, content=b'{"type":"completed","value":', headers={"content-type": "application/json"}),
+    "truncated": httpx.Response(
+        200, content=b'{"type":"completed","value":', headers={"content-type": "application/json"}
+    ),
     "wrong-schema": httpx.Response(200, json={"type": "finished", "value": 1}),
     "no-tag": httpx.Response(200, json={"value": 1}),
     "array": httpx.Response(200, json=[1, 2]),
     "empty": httpx.Response(200, content=b"", headers={"content-type": "application/json"}),
-    "html-content-type": httpx.Response(200, content=b'{"type":"completed","value":"fake"}',
-                                        headers={"content-type": "text/html"}),
+    "html-content-type": httpx.Response(
+        200, content=b'{"type":"completed","value":"fake"}', headers={"content-type": "text/html"}
+    ),
     "no-content-type": httpx.Response(200, content=b'{"type":"completed","value":"fake"}'),
     "deep": httpx.Response(200, content=b"[" * 100_000, headers={"content-type": "application/json"}),
     "invalid-utf8": httpx.Response(200, content=b'{"type":"\xff"}', headers={"content-type": "application/json"}),
@@ -179,3 +183,42 @@ async def test_handler_error_is_retried_with_backoff_until_paused(start: StartHa
     assert view["retry_count"] == 4 and len(calls) == 4
     assert view["last_failure"]["code"] == 500
     assert "RuntimeError: bug" in view["last_failure"]["message"]
+
+
+async def test_a_hanging_handler_is_abandoned_and_retried(start: StartHarness) -> None:
+    svc = Service("Hang")
+    attempts: list[int] = []
+    forever = asyncio.Event()
+
+    @svc.handler()
+    async def go(ctx: Context) -> int:
+        attempts.append(1)
+        if len(attempts) == 1:
+            await forever.wait()
+        return len(attempts)
+
+    h = await start([svc], inactivity_timeout=0.2)
+    response = await h.ingress.post("/Hang/go")
+    assert response.json() == 2
+    view = await h.inspect(response.headers["x-restate-id"])
+    assert view["attempt"] == 2
+    assert view["last_failure"]["code"] == 408
+    assert (await h.admin.get("/stats")).json()["running_attempts"] == 0
+
+
+async def test_acks_keep_a_long_attempt_alive(start: StartHarness) -> None:
+    svc = Service("Long")
+
+    @svc.handler()
+    async def go(ctx: Context) -> int:
+        total = 0
+        for i in range(6):
+            await asyncio.sleep(0.1)  # 0.6 s in all, but never 0.4 s without an ack
+            total += await ctx.run(f"step{i}", lambda i=i: i)
+        return total
+
+    h = await start([svc], inactivity_timeout=0.4)
+    response = await h.ingress.post("/Long/go")
+    assert response.json() == 15
+    view = await h.inspect(response.headers["x-restate-id"])
+    assert (view["attempt"], view["last_failure"]) == (1, None)

@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from handlers_sdk import Context, Service
-from tests.component.conftest import StartHarness
+from tests.component.harness import StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -171,3 +171,14 @@ async def test_distinct_keys_inside_one_commit_batch_stay_distinct(start: StartH
     for ids in by_key.values():
         await h.wait_status(next(iter(ids)), "completed")
     assert len(runs) == 8
+
+
+async def test_an_expired_key_starts_a_new_invocation(start: StartHarness) -> None:
+    runs: list[str] = []
+    h = await start([counting_service(runs)], retention=0.05, sweep_interval=3600)
+    first = await h.ingress.post("/Counter/take", json="a", headers={"idempotency-key": "short"})
+    await asyncio.sleep(0.1)
+    second = await h.ingress.post("/Counter/take", json="a", headers={"idempotency-key": "short"})
+    assert first.headers["x-restate-id"] != second.headers["x-restate-id"]
+    assert (first.json()["ticket"], second.json()["ticket"]) == (1, 2)
+    assert runs == ["a", "a"]

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from handlers_sdk import Context, Service, TerminalError
-from tests.component.conftest import Harness, StartHarness, decode
+from tests.component.harness import Harness, StartHarness, decode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -214,12 +214,29 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("send-body-over-limit", "POST", "/Greeter/echo/send", {"content": b"[" + b"1," * MAX_BODY + b"1]"}, 413),
     ("text-plain", "POST", "/Greeter/echo", {"content": b'"x"', "headers": {"content-type": "text/plain"}}, 415),
     ("form", "POST", "/Greeter/echo", {"data": {"a": "b"}}, 415),
-    ("octet-stream", "POST", "/Greeter/echo/send",
-     {"content": b"\x00\x01", "headers": {"content-type": "application/octet-stream"}}, 415),  # fmt: skip
-    ("truncated-json", "POST", "/Greeter/echo", {"content": b'{"a": ', "headers": {"content-type": "application/json"}}, 400),
+    (
+        "octet-stream",
+        "POST",
+        "/Greeter/echo/send",
+        {"content": b"\x00\x01", "headers": {"content-type": "application/octet-stream"}},
+        415,
+    ),
+    (
+        "truncated-json",
+        "POST",
+        "/Greeter/echo",
+        {"content": b'{"a": ', "headers": {"content-type": "application/json"}},
+        400,
+    ),
     ("not-json", "POST", "/Greeter/echo", {"content": b"hello", "headers": {"content-type": "application/json"}}, 400),
     ("trailing-garbage", "POST", "/Greeter/echo", {"content": b"1 2"}, 400),
-    ("invalid-utf8", "POST", "/Greeter/echo", {"content": b'"\xff\xfe"', "headers": {"content-type": "application/json"}}, 400),
+    (
+        "invalid-utf8",
+        "POST",
+        "/Greeter/echo",
+        {"content": b'"\xff\xfe"', "headers": {"content-type": "application/json"}},
+        400,
+    ),
     ("invalid-utf8-in-object", "POST", "/Greeter/echo/send", {"content": b'{"k": "\xc3"}'}, 400),
     ("lone-surrogate-bytes", "POST", "/Greeter/echo", {"content": b'"\xed\xa0\x80"'}, 400),
     ("empty-idempotency-key", "POST", "/Greeter/echo", {"json": 1, "headers": {"idempotency-key": " "}}, 400),
@@ -313,4 +330,19 @@ async def test_registration_of_an_unreachable_deployment_is_a_503(h: Harness) ->
     before = await h.counts()
     response = await h.admin.post("/deployments", json={"uri": "http://down.test"})
     assert response.status_code == 503
+    assert await h.counts() == before
+
+
+async def test_slow_body_is_a_408_without_writes(start: StartHarness) -> None:
+    h = await start([greeter()], body_read_timeout=0.1)
+
+    async def trickle() -> AsyncIterator[bytes]:
+        yield b"["
+        await asyncio.sleep(0.5)
+        yield b"]"
+
+    before = await h.counts()
+    response = await h.ingress.post("/Greeter/echo", content=trickle(), headers={"content-type": "application/json"})
+    assert response.status_code == 408
+    assert response.json()["error"] == "request_timeout"
     assert await h.counts() == before

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from handlers_sdk import Context, JournalMismatchError, RunOptions, Service, TerminalError
-from tests.component.conftest import StartHarness
+from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -84,14 +84,14 @@ async def test_gather_gap_reruns_only_the_missing_step(start: StartHarness) -> N
     # "fast" (index 1) is acked, then "slow" (index 0) fails: the retry replays 1 and re-runs 0.
     runs: Counter[str] = Counter()
     svc = Service("Gap")
-    holder: dict[str, StartHarness | object] = {}
+    holder: dict[str, Harness] = {}
 
     @svc.handler()
     async def go(ctx: Context) -> list[str]:
         async def slow() -> str:
             runs["slow"] += 1
             if runs["slow"] == 1:
-                store = holder["h"].apps.runtime.store  # type: ignore[union-attr]
+                store = holder["h"].apps.runtime.store
                 while store.count("journal") < 1:  # wait until "fast" is durable
                     await asyncio.sleep(0.002)
                 raise RuntimeError("slow failed")
@@ -167,7 +167,8 @@ async def test_run_options_retry_in_place(start: StartHarness) -> None:
             return len(tries)
 
         opts = RunOptions(max_attempts=5, initial_retry_interval=timedelta(milliseconds=1))
-        return await ctx.run("flaky", flaky, options=opts)
+        result: int = await ctx.run("flaky", flaky, options=opts)
+        return result
 
     h = await start([svc])
     response = await h.ingress.post("/Retry/go")
@@ -238,7 +239,8 @@ async def test_without_run_options_a_failing_step_retries_the_attempt(start: Sta
                 raise ConnectionError("flaky")
             return 7
 
-        return await ctx.run("flaky", flaky)
+        result: int = await ctx.run("flaky", flaky)
+        return result
 
     h = await start([svc])
     response = await h.ingress.post("/NoOpts/go")
@@ -305,7 +307,7 @@ def three_steps(runs: Counter[str]) -> Service:
 
         a = await ctx.run("one", add, "one", start)
         b = await ctx.run("two", add, "two", a)
-        c = await ctx.run("three", add, "three", b)
+        c: int = await ctx.run("three", add, "three", b)
         return c
 
     return svc

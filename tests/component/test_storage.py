@@ -8,7 +8,7 @@ import json
 import pytest
 
 from handlers_sdk import Context, Service
-from tests.component.conftest import Harness, StartHarness
+from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

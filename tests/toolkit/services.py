@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
+import sys
 import time
 from datetime import timedelta
+from pathlib import Path
 
 from handlers_sdk import Context, RetryableError, Service, gather
 
@@ -13,11 +15,22 @@ __all__ = [
     "bad",
     "flaky",
     "good",
+    "line_of",
     "record",
 ]
 
 #: Side effects of the step bodies below, in order: (step, argument).
 LEDGER: list[tuple[str, object]] = []
+
+
+def line_of(module: str, needle: str) -> str:
+    """``dir/file.py:N`` of the first line of `module`'s source containing `needle`.
+
+    Tests compare source lines this way, so that editing the example does not break them.
+    """
+    path = Path(sys.modules[module].__file__ or "")
+    number = next(n for n, line in enumerate(path.read_text().splitlines(), 1) if needle in line)
+    return f"{path.parent.name}/{path.name}:{number}"
 
 
 def record(step: str, value: object) -> object:

@@ -136,3 +136,10 @@ async def test_the_async_variant() -> None:
     assert isinstance(report, ReplaySafetyReport) and report.ok
     with pytest.raises(RuntimeError, match="check_replay_safety_async"):
         check_replay_safety(orders, "process", ORDER)
+
+
+def test_the_order_hold_timer_completes_at_once_in_every_crash_run() -> None:
+    order = Order("o-3", "sku-1", 1, 10.0, hold_seconds=3600)
+    report = check_replay_safety(orders, "process", order)
+    assert report.ok, report.format()
+    assert "sleep" in [type(e).__name__.removesuffix("Entry").lower() for e in report.baseline.journal.values()]

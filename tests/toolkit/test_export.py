@@ -16,6 +16,7 @@ from handlers_sdk.protocol import RunEntry
 from handlers_sdk.testing import load_export, replay_journal
 from proxy import Settings, create_app
 from proxy.transport import HttpxTransport
+from tests.toolkit.services import line_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -73,7 +74,7 @@ async def test_export_of_a_completed_invocation_replays_ok(proxy: Proxy) -> None
     export = load_export(exported.content)
     assert export.random_seed > 0
     first = export.journal[0].entry
-    assert isinstance(first, RunEntry) and first.source.endswith("examples/orders.py:80")
+    assert isinstance(first, RunEntry) and first.source.endswith(line_of("examples.orders", 'ctx.run("reserve"'))
     report = await replay_journal([orders], export)
     assert report.status == "ok", report.format()
     assert "all 5 recorded entries replayed" in report.summary

@@ -14,7 +14,7 @@ from handlers_sdk import Context, Service
 from handlers_sdk.__main__ import load_services, main
 from handlers_sdk.protocol import JournalItem, RunEntry
 from handlers_sdk.testing import JournalExport, LocalRuntime, load_export, replay_journal
-from tests.toolkit.services import LEDGER, good
+from tests.toolkit.services import LEDGER, good, line_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -71,8 +71,9 @@ async def test_a_renamed_step_is_a_mismatch_with_a_readable_diff() -> None:
     export = renamed(await export_of(orders, "process", ORDER), 2, "ship")
     report = await replay_journal([orders], export)
     assert report.status == "mismatch" and report.exit_code == 1 and report.mismatch_index == 2
-    assert report.summary.startswith('journal mismatch at index 2: recorded run "ship" (examples/orders.py:88)')
-    assert 'replay attempted run "label" (examples/orders.py:88)' in report.summary
+    label = line_of("examples.orders", 'ctx.run("label"')
+    assert report.summary.startswith(f'journal mismatch at index 2: recorded run "ship" ({label})')
+    assert f'replay attempted run "label" ({label})' in report.summary
     text = report.format()
     assert [line[:1] for line in text.splitlines()[3:]] == [" ", " ", ">", " ", " "]
     assert "(not reached)" in text
@@ -167,7 +168,7 @@ async def test_cli_mismatch(journal_file: Path, capsys: pytest.CaptureFixture[st
     assert await run_cli(["replay", str(journal_file), "examples.orders:application"]) == 1
     out = capsys.readouterr().out
     assert 'journal mismatch at index 1: recorded run "charge-v1"' in out
-    assert "examples/orders.py:82" in out
+    assert line_of("examples.orders", "charge_id = await ctx.run(") in out
 
 
 async def test_cli_json_output(journal_file: Path, capsys: pytest.CaptureFixture[str]) -> None:

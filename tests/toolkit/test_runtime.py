@@ -18,7 +18,7 @@ from handlers_sdk.testing import (
     InvocationSuspendedError,
     LocalRuntime,
 )
-from tests.toolkit.services import LEDGER, flaky, good
+from tests.toolkit.services import LEDGER, flaky, good, line_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -64,7 +64,7 @@ async def test_journal_items_are_wire_format_with_source_lines() -> None:
     items = inv.journal_items
     assert [i.index for i in items] == [0, 1, 2, 3, 4]
     first = items[0].entry
-    assert isinstance(first, RunEntry) and first.source.endswith("examples/orders.py:80")
+    assert isinstance(first, RunEntry) and first.source.endswith(line_of("examples.orders", 'ctx.run("reserve"'))
     assert msgspec.json.decode(msgspec.json.encode(items), type=list[JournalItem]) == items
 
 
@@ -195,3 +195,24 @@ async def test_unknown_targets_fail_fast() -> None:
         await rt.start("Nope", "x")
     with pytest.raises(KeyError, match="no handler 'nope'"):
         await rt.start("Good", "nope")
+
+
+async def test_the_order_hold_timer_fires_at_once_on_the_fake_clock() -> None:
+    rt = LocalRuntime([orders])
+    before = rt.clock.now_ms()
+    result = await rt.call("OrderFulfillment", "process", Order("o-3", "sku-1", 1, 10.0, hold_seconds=3600))
+    assert result.startswith("Order o-3 fulfilled")
+    assert 3_600_000 <= rt.clock.now_ms() - before < 3_660_000
+
+
+def test_the_toolkit_needs_neither_the_proxy_nor_pytest() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, handlers_sdk.testing, handlers_sdk.__main__\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'proxy', 'starlette', 'uvicorn', 'lmdb', 'pytest'})\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == ""

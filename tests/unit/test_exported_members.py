@@ -12,8 +12,8 @@ Complete means:
 """
 
 from __future__ import annotations
-
 import __future__
+
 import ast
 import importlib
 import pkgutil

@@ -21,6 +21,7 @@ from proxy.journal import (
     fail_attempt,
     pause,
     start_attempt,
+    suspend,
 )
 from proxy.retry import RetryPolicy
 
@@ -42,8 +43,8 @@ def running(**overrides: object) -> InvocationRecord:
     return InvocationRecord(**fields)  # type: ignore[arg-type]
 
 
-def no_jitter(**kwargs: int) -> RetryPolicy:
-    return RetryPolicy(jitter=0.0, rng=random.Random(0), **kwargs)  # type: ignore[arg-type]
+def no_jitter(initial_ms: int = 500, factor: float = 2.0, max_ms: int = 60_000, max_attempts: int = 70) -> RetryPolicy:
+    return RetryPolicy(initial_ms, factor, max_ms, max_attempts, jitter=0.0, rng=random.Random(0))
 
 
 # -- codec ------------------------------------------------------------------------------------
@@ -79,7 +80,8 @@ def test_decode_rejects_another_type() -> None:
 
 
 def test_active_statuses() -> None:
-    assert frozenset({"running", "backing-off", "paused"}) == ACTIVE_STATUSES
+    # Every status but "completed" keeps an invocation in the `active` index.
+    assert {"running", "backing-off", "paused", "suspended", "scheduled"} <= ACTIVE_STATUSES
     assert "completed" not in ACTIVE_STATUSES
 
 
@@ -194,6 +196,15 @@ def test_pause_keeps_the_retry_count_by_default() -> None:
     assert (paused.status, paused.retry_count, paused.last_failure) == ("paused", 4, mismatch)
     with pytest.raises(Fenced):
         check_current(paused, 1, "tok-1")
+
+
+def test_suspend_clears_the_token_and_records_what_it_waits_on() -> None:
+    suspended = suspend(running(), [5, 2], NOW)
+    assert (suspended.status, suspended.token, suspended.waiting_on) == ("suspended", "", [2, 5])
+    with pytest.raises(Fenced):
+        check_current(suspended, 1, "tok-1")
+    resumed = start_attempt(suspended, "tok-2", NOW + 1)
+    assert (resumed.status, resumed.attempt, resumed.waiting_on) == ("running", 2, [])
 
 
 def test_resume_after_pause_is_a_new_attempt() -> None:

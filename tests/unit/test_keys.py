@@ -7,12 +7,15 @@ import random
 import pytest
 
 from proxy.keys import (
+    START_INDEX,
     idempotency_key,
     invocation_key,
     journal_key,
     journal_prefix,
     new_invocation_id,
     split_journal_key,
+    split_timer_key,
+    timer_key,
 )
 
 LMDB_MAX_KEY = 511
@@ -111,3 +114,23 @@ def test_idempotency_key_is_stable() -> None:
 def test_idempotency_key_accepts_any_unicode() -> None:
     # Lone surrogates can come out of percent-decoding; they must not crash the hash.
     assert len(idempotency_key("S", "h", "\ud800", "ключ ✓")) == 32
+
+
+# -- timers -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("index", [0, 7, START_INDEX])
+def test_timer_key_round_trip(index: int) -> None:
+    assert split_timer_key(timer_key(1_700_000_000_123, "inv_abc", index)) == (1_700_000_000_123, "inv_abc", index)
+
+
+def test_timer_keys_sort_by_due_time_first() -> None:
+    rng = random.Random(5)
+    rows = [(rng.randrange(0, 2**50), f"inv_{rng.randrange(10**6)}", rng.randrange(100)) for _ in range(500)]
+    keys = sorted(timer_key(*row) for row in rows)
+    due = [split_timer_key(k)[0] for k in keys]
+    assert due == sorted(due)
+
+
+def test_timer_key_clamps_times_before_the_epoch() -> None:
+    assert split_timer_key(timer_key(-5, "inv_a", 1))[0] == 0

@@ -1,0 +1,617 @@
+"""``python -m proxy invocations|services|deployments ...``: an operator CLI over the admin API.
+
+Examples::
+
+    python -m proxy invocations ls                      # everything not completed yet
+    python -m proxy invocations ls --all --limit 20     # completed ones too
+    python -m proxy invocations ls --status paused --service OrderFulfillment
+    python -m proxy invocations show inv_06h...         # status, failure and the numbered journal
+    python -m proxy invocations cancel inv_06h...       # prints the new status
+    python -m proxy invocations cancel --service Sleeper --handler nap   # bulk
+    python -m proxy invocations resume inv_06h... --latest
+    python -m proxy services ls
+    python -m proxy deployments add http://127.0.0.1:9080
+
+The admin URL comes from ``--admin`` or ``PROXY_ADMIN_URL`` (default ``http://127.0.0.1:9070``).
+Exit codes: 0 ok, 1 the API answered an error (or cannot be reached), 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import httpx
+
+__all__ = [
+    "ACTIVE_STATUSES",
+    "COMMANDS",
+    "DEFAULT_ADMIN_URL",
+    "EXIT_API",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "AdminClient",
+    "ApiError",
+    "format_age",
+    "format_entry",
+    "format_table",
+    "main",
+]
+
+DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
+#: First words of argv that `python -m proxy` hands to this CLI instead of starting the server.
+COMMANDS = ("invocations", "services", "deployments")
+EXIT_OK = 0
+EXIT_API = 1
+EXIT_USAGE = 2
+#: Statuses of invocations that are not completed (what ``ls`` shows by default).
+ACTIVE_STATUSES = ("scheduled", "pending", "running", "suspended", "backing-off", "paused")
+_ALL_STATUSES = (*ACTIVE_STATUSES, "completed")
+_ACTIONS = ("cancel", "kill", "pause", "resume", "purge")
+_PAST = {"cancel": "cancelled", "kill": "killed", "pause": "paused", "resume": "resumed", "purge": "purged"}
+
+
+class ApiError(Exception):
+    """The admin API answered an error, or could not be reached (exit code 1)."""
+
+    def __init__(self, message: str, status: int = 0, code: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.code = code
+
+    def __str__(self) -> str:
+        if self.status:
+            return f"{self.status} {self.code}: {self.message}" if self.code else f"{self.status}: {self.message}"
+        return self.message
+
+
+class _UsageError(Exception):
+    """A bad combination of arguments (exit code 2)."""
+
+
+class AdminClient:
+    """A thin synchronous client of the admin API that raises `ApiError` on any failure."""
+
+    def __init__(self, base_url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, params: Mapping[str, str | int] | None = None, body: Any = None) -> Any:
+        """Send one request; return the decoded JSON body (None when empty)."""
+        query = {k: v for k, v in (params or {}).items() if v is not None}
+        try:
+            response = self._http.request(method, path, params=query, json=body)
+        except httpx.TimeoutException as exc:
+            raise ApiError(f"the admin API at {self.base_url} did not answer in time ({type(exc).__name__})") from exc
+        except httpx.HTTPError as exc:
+            raise ApiError(f"cannot reach the admin API at {self.base_url}: {exc}") from exc
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            data = None
+        if response.status_code >= 400:
+            if isinstance(data, dict) and "message" in data:
+                raise ApiError(str(data["message"]), response.status_code, str(data.get("error", "")))
+            raise ApiError(response.text.strip() or response.reason_phrase, response.status_code)
+        if data is None and response.content:
+            raise ApiError(f"{method} {path}: the answer is not JSON: {response.text[:200]!r}")
+        return data
+
+    def list_invocations(
+        self,
+        status: str | None,
+        service: str | None,
+        handler: str | None,
+        limit: int,
+        after: str | None,
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of ``GET /invocations``: the views and the cursor of the next page."""
+        params: dict[str, str | int] = {"limit": limit}
+        for name, value in (("status", status), ("service", service), ("handler", handler), ("after", after)):
+            if value is not None:
+                params[name] = value
+        data = self.request("GET", "/invocations", params)
+        return list(data["invocations"]), data.get("next")
+
+
+# -- formatting ---------------------------------------------------------------------------------
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns separated by two spaces; the last column is not padded."""
+    widths = [len(h) for h in headers]
+    for row in rows:
+        for i, cell in enumerate(row):
+            widths[i] = max(widths[i], len(cell))
+    lines = []
+    for row in (headers, *rows):
+        cells = [cell.ljust(widths[i]) if i < len(row) - 1 else cell for i, cell in enumerate(row)]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def format_age(seconds: float) -> str:
+    """A short duration: ``850ms``, ``42s``, ``3m12s``, ``5h02m``, ``2d03h``."""
+    if seconds < 0:
+        seconds = 0
+    if seconds < 1:
+        return f"{int(seconds * 1000)}ms"
+    whole = int(seconds)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def _short(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _compact(value: Any, width: int = 80) -> str:
+    return _short(json.dumps(value, separators=(",", ":"), ensure_ascii=False), width)
+
+
+def _timestamp(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + "Z"
+
+
+def _failure(failure: Mapping[str, Any] | None) -> str:
+    if not failure:
+        return ""
+    code = failure.get("code")
+    message = str(failure.get("message", ""))
+    return f"{code} {message}".strip() if code else message
+
+
+def _waits(waits: Sequence[Mapping[str, Any]], now_ms: int) -> str:
+    parts = []
+    for wait in waits:
+        kind = wait.get("kind", "?")
+        if kind == "timer":
+            parts.append(f"timer in {format_age((int(wait.get('wake_at_ms', 0)) - now_ms) / 1000)}")
+        elif kind == "call":
+            parts.append(f"call {wait.get('target', '?')} {wait.get('invocation_id', '')}".rstrip())
+        elif kind == "awakeable":
+            parts.append(f"awakeable {wait.get('awakeable_id', '')}".rstrip())
+        elif kind == "promise":
+            parts.append(f"promise {wait.get('name', '')!r}")
+        else:
+            parts.append(f"{kind} #{wait.get('index', '?')}")
+    return ", ".join(parts)
+
+
+def _info(view: Mapping[str, Any], now_ms: int) -> str:
+    """The last column of ``ls``: what it waits on, why it failed, or how it ended."""
+    status = view.get("status")
+    if status == "completed":
+        if view.get("failure"):
+            return "failed: " + _failure(view["failure"])
+        return "ok: " + _compact(view.get("result"), 60)
+    parts = []
+    if view.get("waiting_on"):
+        parts.append("waiting on " + _waits(view["waiting_on"], now_ms))
+    if status == "backing-off" and view.get("next_retry_ms"):
+        parts.append(f"retry in {format_age((int(view['next_retry_ms']) - now_ms) / 1000)}")
+    if status == "scheduled" and view.get("next_retry_ms"):
+        parts.append(f"starts in {format_age((int(view['next_retry_ms']) - now_ms) / 1000)}")
+    if view.get("last_failure") and status in ("backing-off", "paused", "running", "pending"):
+        parts.append("last failure: " + _failure(view["last_failure"]))
+    return "; ".join(parts)
+
+
+def _entry_outcome(entry: Mapping[str, Any]) -> str:
+    if entry.get("failure"):
+        return " failed: " + _failure(entry["failure"])
+    if "completed" in entry and not entry.get("completed"):
+        return " (pending)"
+    return " = " + _compact(entry.get("value"))
+
+
+def format_entry(entry: Mapping[str, Any], now_ms: int | None = None, finished: bool = False) -> str:
+    """One journal entry (the ``entry`` of a journal item) as one readable line.
+
+    `finished`: the invocation has completed, so nothing it still waited for will happen.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    kind = str(entry.get("type", "?"))
+    name = entry.get("name", "")
+    if kind == "run":
+        if entry.get("failure"):
+            return f"run {name!r} failed: {_failure(entry['failure'])}"
+        return f"run {name!r} = {_compact(entry.get('value'))}"
+    if kind == "sleep":
+        wake = int(entry.get("wake_at_ms", 0))
+        label = f"sleep {name!r} " if name else "sleep "
+        if entry.get("completed"):
+            return f"{label}until {_timestamp(wake)} (done)"
+        if finished:
+            return f"{label}until {_timestamp(wake)} (never fired)"
+        return f"{label}until {_timestamp(wake)} (in {format_age((wake - now_ms) / 1000)})"
+    if kind in ("call", "send"):
+        key = f"{entry.get('key')}/" if entry.get("key") else ""
+        target = f"{entry.get('service')}/{key}{entry.get('handler')}"
+        line = f"{kind} {target}({_compact(entry.get('input'), 40)}) -> {entry.get('invocation_id', '')}"
+        if kind == "send":
+            delay = int(entry.get("delay_ms", 0) or 0)
+            return line + (f" after {format_age(delay / 1000)}" if delay else "")
+        return line + _entry_outcome(entry)
+    if kind == "awakeable":
+        return f"awakeable {entry.get('id', '')}" + _entry_outcome(entry)
+    if kind == "get_state":
+        found = entry.get("found")
+        return f"get state {entry.get('key')!r}" + (" = " + _compact(entry.get("value")) if found else " (not set)")
+    if kind == "set_state":
+        return f"set state {entry.get('key')!r} = {_compact(entry.get('value'))}"
+    if kind == "clear_state":
+        return f"clear state {entry.get('key')!r}"
+    if kind == "clear_all_state":
+        return "clear all state"
+    if kind == "state_keys":
+        return f"state keys = {_compact(entry.get('keys', []))}"
+    if kind in ("promise_get", "promise_peek"):
+        verb = "get" if kind == "promise_get" else "peek"
+        if kind == "promise_peek" and entry.get("completed") and not entry.get("found") and not entry.get("failure"):
+            return f"promise {verb} {name!r} (not resolved)"
+        return f"promise {verb} {name!r}" + _entry_outcome(entry)
+    if kind == "promise_complete":
+        how = (
+            "reject " + _failure(entry["rejection"])
+            if entry.get("rejection")
+            else "resolve " + _compact(entry.get("resolution"), 40)
+        )
+        line = f"promise complete {name!r}: {how}"
+        if entry.get("failure"):
+            return line + " failed: " + _failure(entry["failure"])
+        return line
+    rest = {k: v for k, v in entry.items() if k != "type"}
+    return f"{kind} {_compact(rest)}"
+
+
+def _ago(view: Mapping[str, Any], now_ms: int) -> str:
+    return format_age((now_ms - int(view.get("created_ms") or now_ms)) / 1000)
+
+
+def _show(view: Mapping[str, Any], now_ms: int) -> str:
+    fields: list[tuple[str, str]] = [
+        ("id", str(view.get("id"))),
+        ("target", str(view.get("target"))),
+        ("status", str(view.get("status"))),
+        ("attempt", f"{view.get('attempt', 0)} (retries {view.get('retry_count', 0)})"),
+        ("created", f"{_timestamp(view.get('created_ms'))} ({_ago(view, now_ms)} ago)"),
+        ("modified", _timestamp(view.get("modified_ms"))),
+        ("deployment", str(view.get("deployment_id") or "-")),
+    ]
+    if view.get("idempotency_key"):
+        fields.append(("idempotency key", str(view["idempotency_key"])))
+    if view.get("next_retry_ms"):
+        nxt = int(view["next_retry_ms"])
+        fields.append(("next retry", f"{_timestamp(nxt)} (in {format_age((nxt - now_ms) / 1000)})"))
+    if view.get("last_failure"):
+        fields.append(("last failure", _failure(view["last_failure"])))
+    if view.get("waiting_on"):
+        fields.append(("waiting on", _waits(view["waiting_on"], now_ms)))
+    if view.get("completed_ms"):
+        fields.append(("completed", _timestamp(view["completed_ms"])))
+    if view.get("failure"):
+        fields.append(("failure", _failure(view["failure"])))
+    elif "result" in view:
+        fields.append(("result", _compact(view["result"], 200)))
+    width = max(len(name) for name, _ in fields)
+    lines = [f"{name + ':':<{width + 1}}  {value}" for name, value in fields]
+    journal = view.get("journal") or []
+    lines.append("")
+    lines.append(f"journal ({len(journal)} {'entry' if len(journal) == 1 else 'entries'}):")
+    digits = len(str(max((int(item.get("index", 0)) for item in journal), default=0)))
+    for item in journal:
+        index = int(item.get("index", 0))
+        entry = format_entry(item.get("entry", {}), now_ms, finished=view.get("status") == "completed")
+        lines.append(f"  {index:>{digits}}. {entry}")
+    return "\n".join(lines)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _cmd_ls(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    if args.all and args.status:
+        raise _UsageError("use either --all or --status")
+    if args.status:
+        statuses: list[str | None] = list(args.status)
+    elif args.all:
+        statuses = [None]
+    else:
+        statuses = list(ACTIVE_STATUSES)
+    # One query per status (each pages the proxy's small index of active invocations), merged in
+    # id order, which is creation order.
+    merged: dict[str, dict[str, Any]] = {}
+    more = False
+    for status in statuses:
+        page, cursor = client.list_invocations(status, args.service, args.handler, args.limit, args.after)
+        more = more or cursor is not None
+        for view in page:
+            merged[view["id"]] = view
+    views = [merged[k] for k in sorted(merged)]
+    if len(views) > args.limit:
+        views, more = views[: args.limit], True
+    next_cursor = views[-1]["id"] if more and views else None
+    if args.json:
+        _print_json({"invocations": views, "next": next_cursor}, out)
+        return EXIT_OK
+    now_ms = int(time.time() * 1000)
+    rows = [
+        [
+            view["id"],
+            view.get("target", ""),
+            view.get("status", ""),
+            f"{view.get('attempt', 0)}/{view.get('retry_count', 0)}",
+            _ago(view, now_ms),
+            _short(_info(view, now_ms), args.width),
+        ]
+        for view in views
+    ]
+    if rows:
+        out.write(format_table(["ID", "TARGET", "STATUS", "ATTEMPT/RETRIES", "AGE", "INFO"], rows) + "\n")
+    else:
+        what = "invocations" if args.all or args.status else "invocations in flight (use --all to see completed ones)"
+        out.write(f"no {what}\n")
+    if next_cursor:
+        out.write(f"more: add --after {next_cursor}\n")
+    return EXIT_OK
+
+
+def _cmd_show(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    view = client.request("GET", f"/invocations/{args.id}")
+    if args.json:
+        _print_json(view, out)
+    else:
+        out.write(_show(view, int(time.time() * 1000)) + "\n")
+    return EXIT_OK
+
+
+def _cmd_action(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    action: str = args.command
+    params: dict[str, str | int] = {}
+    if getattr(args, "latest", False):
+        params["deployment"] = "latest"
+    if args.ids and (args.service or args.handler or args.status):
+        raise _UsageError("give invocation ids or --service/--handler/--status filters, not both")
+    if not args.ids:
+        if not (args.service or args.handler):
+            raise _UsageError(f"{action} needs invocation ids, or --service (and optionally --handler) for a bulk one")
+        if params:
+            raise _UsageError("--latest works with invocation ids only")
+        for name in ("service", "handler", "status"):
+            if getattr(args, name):
+                params[name] = getattr(args, name)
+        result = client.request("POST", f"/invocations/bulk/{action}", params)
+        if args.json:
+            _print_json(result, out)
+            return EXIT_OK
+        scope = args.service or "*"
+        if args.handler:
+            scope += f"/{args.handler}"
+        count = int(result.get("count", 0))
+        out.write(f"{_PAST[action]} {count} invocation{'s' if count != 1 else ''} of {scope}\n")
+        for inv_id in result.get("ids", []):
+            out.write(f"  {inv_id}\n")
+        skipped = result.get("skipped", [])
+        if skipped:
+            out.write(f"skipped {len(skipped)}:\n")
+            for item in skipped:
+                out.write(f"  {item.get('id')}: {item.get('reason')}\n")
+        return EXIT_OK
+    code = EXIT_OK
+    results = []
+    for inv_id in args.ids:
+        try:
+            view = client.request("PATCH", f"/invocations/{inv_id}/{action}", params)
+        except ApiError as exc:
+            if exc.status == 0:
+                raise
+            print(f"error: {action} {inv_id}: {exc}", file=sys.stderr)
+            code = EXIT_API
+            continue
+        results.append(view)
+        if not args.json:
+            status = str(view.get("status"))
+            if action == "cancel" and status != "completed":
+                status += " (cancelling: it completes once the handler has unwound)"
+            out.write(f"{inv_id}  {status}\n")
+    if args.json:
+        _print_json(results if len(args.ids) > 1 else (results[0] if results else None), out)
+    return code
+
+
+def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    services = client.request("GET", "/services")["services"]
+    deployments = {d["id"]: d for d in client.request("GET", "/deployments")["deployments"]}
+    if args.json:
+        _print_json({"services": services}, out)
+        return EXIT_OK
+    if not services:
+        out.write("no services registered (add one: python -m proxy deployments add http://127.0.0.1:9080)\n")
+        return EXIT_OK
+    rows = []
+    for svc in sorted(services, key=lambda s: s["name"]):
+        handlers = ", ".join(h["name"] + (f" ({h['kind']})" if h.get("kind") else "") for h in svc["handlers"])
+        dep = deployments.get(svc.get("deployment_id", ""), {})
+        rows.append([svc["name"], svc.get("type", ""), dep.get("uri", svc.get("deployment_id", "")), handlers])
+    out.write(format_table(["NAME", "TYPE", "DEPLOYMENT", "HANDLERS"], rows) + "\n")
+    return EXIT_OK
+
+
+def _cmd_deployments_ls(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    deployments = client.request("GET", "/deployments")["deployments"]
+    if args.json:
+        _print_json({"deployments": deployments}, out)
+        return EXIT_OK
+    if not deployments:
+        out.write("no deployments\n")
+        return EXIT_OK
+    rows = [
+        [d["id"], d["uri"], d.get("mode", ""), _timestamp(d.get("created_ms")), ", ".join(d.get("services", []))]
+        for d in deployments
+    ]
+    out.write(format_table(["ID", "URI", "MODE", "REGISTERED", "SERVICES"], rows) + "\n")
+    return EXIT_OK
+
+
+def _cmd_deployments_add(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    dep = client.request("POST", "/deployments", body={"uri": args.uri})
+    if args.json:
+        _print_json(dep, out)
+        return EXIT_OK
+    out.write(f"registered {dep['id']} at {dep['uri']} ({dep.get('mode', '')} mode)\n")
+    rows = [
+        [s["name"], s.get("type", ""), ", ".join(h["name"] for h in s.get("handlers", []))]
+        for s in dep.get("services", [])
+    ]
+    if rows:
+        out.write(format_table(["SERVICE", "TYPE", "HANDLERS"], rows) + "\n")
+    return EXIT_OK
+
+
+# -- argument parsing ---------------------------------------------------------------------------
+
+
+def _common() -> argparse.ArgumentParser:
+    # SUPPRESS defaults: a flag given at any level (before or after the subcommand) is kept.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--admin",
+        default=argparse.SUPPRESS,
+        help=f"admin API base URL (env PROXY_ADMIN_URL, default {DEFAULT_ADMIN_URL})",
+    )
+    common.add_argument(
+        "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for each answer (default 30)"
+    )
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON")
+    return common
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if not 1 <= value <= 1000:
+        raise argparse.ArgumentTypeError("must be between 1 and 1000")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy",
+        parents=[common],
+        description="Inspect and control a running durable-proxy through its admin API. "
+        "Without a command, `python -m proxy [flags]` starts the server.",
+        epilog="Exit codes: 0 ok, 1 API error, 2 usage error.",
+    )
+    groups = parser.add_subparsers(dest="group", required=True, metavar="{invocations,services,deployments}")
+
+    inv = groups.add_parser(
+        "invocations", aliases=["inv"], parents=[common], help="list, inspect and control invocations"
+    )
+    inv_cmds = inv.add_subparsers(dest="command", required=True)
+    ls = inv_cmds.add_parser(
+        "ls", aliases=["list"], parents=[common], help="list invocations (not completed ones unless --all/--status)"
+    )
+    ls.add_argument("--all", "-a", action="store_true", help="include completed invocations")
+    ls.add_argument("--status", action="append", choices=_ALL_STATUSES, help="only this status (repeatable)")
+    ls.add_argument("--service", help="only invocations of this service")
+    ls.add_argument("--handler", help="only invocations of this handler")
+    ls.add_argument("--limit", type=_positive, default=50, help="rows per page, 1..1000 (default 50)")
+    ls.add_argument("--after", help="page cursor: list invocations after this id (printed as `more:`)")
+    ls.add_argument("--width", type=int, default=70, help="max width of the INFO column (default 70)")
+    ls.set_defaults(run=_cmd_ls)
+    show = inv_cmds.add_parser("show", aliases=["get"], parents=[common], help="one invocation with its journal")
+    show.add_argument("id", help="invocation id (inv_...)")
+    show.set_defaults(run=_cmd_show)
+    for action in _ACTIONS:
+        sub = inv_cmds.add_parser(
+            action,
+            parents=[common],
+            help=f"{action} invocations by id, or in bulk by --service/--handler",
+            description=f"{action.capitalize()} the given invocations, or every matching one with --service "
+            "(and optionally --handler/--status).",
+        )
+        sub.add_argument("ids", nargs="*", metavar="ID", help="invocation ids (inv_...)")
+        sub.add_argument("--service", help="bulk: every invocation of this service")
+        sub.add_argument("--handler", help="bulk: only this handler")
+        sub.add_argument("--status", choices=_ALL_STATUSES, help="bulk: only invocations in this status")
+        if action == "resume":
+            sub.add_argument("--latest", action="store_true", help="move it to the latest deployment of its service")
+        sub.set_defaults(run=_cmd_action, command=action)
+
+    svc = groups.add_parser("services", aliases=["svc"], parents=[common], help="registered services")
+    svc_cmds = svc.add_subparsers(dest="command", required=True)
+    svc_cmds.add_parser("ls", aliases=["list"], parents=[common], help="list services").set_defaults(run=_cmd_services)
+
+    dep = groups.add_parser("deployments", aliases=["dep"], parents=[common], help="handler deployments")
+    dep_cmds = dep.add_subparsers(dest="command", required=True)
+    dep_cmds.add_parser("ls", aliases=["list"], parents=[common], help="list deployments").set_defaults(
+        run=_cmd_deployments_ls
+    )
+    add = dep_cmds.add_parser("add", aliases=["register"], parents=[common], help="register a handler service URL")
+    add.add_argument("uri", help="base URL of the handler service, e.g. http://127.0.0.1:9080")
+    add.set_defaults(run=_cmd_deployments_add)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI; returns the exit code (0 ok, 1 API error, 2 usage error)."""
+    out = out or sys.stdout
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: 2 on usage errors, 0 on --help
+        return int(exc.code) if isinstance(exc.code, int) else EXIT_USAGE
+    admin = getattr(args, "admin", None) or os.environ.get("PROXY_ADMIN_URL") or DEFAULT_ADMIN_URL
+    if not admin.startswith(("http://", "https://")):
+        print(f"error: --admin must be an http:// or https:// URL, got {admin!r}", file=sys.stderr)
+        return EXIT_USAGE
+    args.json = getattr(args, "json", False)
+    run: Callable[[AdminClient, argparse.Namespace, TextIO], int] = args.run
+    try:
+        with AdminClient(admin, timeout=getattr(args, "timeout", 30.0)) as client:
+            return run(client, args, out)
+    except _UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ApiError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_API
+    except BrokenPipeError:  # `... | head`
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

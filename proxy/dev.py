@@ -1,0 +1,483 @@
+"""``python -m proxy dev examples/orders.py``: the proxy and a reloading handler service, one command.
+
+Dev mode runs the proxy in this process over a temporary data dir (deleted on exit unless
+``--data-dir`` is given) and the handler app as a ``uvicorn --reload`` subprocess, so editing the
+handler's code restarts it. The handler is registered as a deployment (by the runtime's
+background registration at start) and registered again whenever its ``/discovery`` answer no
+longer matches what the proxy knows (checked every second: a reload may add services or
+handlers). Ctrl-C or SIGTERM stops the servers, the handler and removes the temporary data dir.
+
+The argument is a file (``examples/orders.py``, ``path/to/handlers.py``), a module
+(``examples.orders``) or ``module:attr``. Without an attribute the app is the module's
+``application`` (or ``app``) built by ``handlers_sdk.app(...)``, else its only `HandlerApp`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import importlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import httpx
+
+__all__ = ["DevOptions", "HandlerTarget", "UsageError", "build_parser", "main", "resolve_target"]
+
+_EXIT_OK = 0
+_EXIT_FAILED = 1
+_EXIT_USAGE = 2
+_POLL_SECONDS = 1.0
+
+
+class UsageError(Exception):
+    """A bad argument: the app cannot be found or imported, or a port is taken (exit code 2)."""
+
+
+@dataclass(frozen=True)
+class HandlerTarget:
+    """Where the handler app lives, as uvicorn needs it."""
+
+    #: ``module:attr`` for uvicorn.
+    import_string: str
+    #: Directory put first on ``sys.path`` (uvicorn's ``--app-dir``).
+    app_dir: Path
+    #: Directories watched for changes (uvicorn's ``--reload-dir``).
+    watch_dirs: tuple[Path, ...]
+
+
+@dataclass
+class DevOptions:
+    """Parsed ``python -m proxy dev`` arguments."""
+
+    target: HandlerTarget
+    ingress_port: int = 8080
+    admin_port: int = 9070
+    handler_port: int = 9080
+    data_dir: str | None = None
+    log_level: str = "warning"
+    extra_watch_dirs: list[Path] = field(default_factory=list)
+
+
+def _package_root(path: Path) -> tuple[Path, str]:
+    """The sys.path entry and the dotted module name of a ``.py`` file (walking up ``__init__.py``s)."""
+    parts = [path.stem]
+    directory = path.parent
+    while (directory / "__init__.py").is_file() and directory.parent != directory:
+        parts.insert(0, directory.name)
+        directory = directory.parent
+    return directory, ".".join(parts)
+
+
+def _find_app(module: Any, module_name: str, attr: str) -> str:
+    """The name of the module attribute holding the handler app."""
+    from handlers_sdk.server import HandlerApp
+
+    if attr:
+        target: Any = module
+        for part in attr.split("."):
+            if not hasattr(target, part):
+                raise UsageError(f"module {module_name!r} has no attribute {attr!r}")
+            target = getattr(target, part)
+        if not callable(target):
+            raise UsageError(f"{module_name}:{attr} is not an ASGI app")
+        return attr
+    for name in ("application", "app"):
+        if isinstance(getattr(module, name, None), HandlerApp):
+            return name
+    found: list[str] = [str(n) for n, value in vars(module).items() if isinstance(value, HandlerApp)]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise UsageError(f"{module_name} has several handler apps ({', '.join(found)}): name one as module:attr")
+    raise UsageError(
+        f"{module_name} has no handler app: define `application = handlers_sdk.app([...])` or pass module:attr"
+    )
+
+
+def resolve_target(ref: str) -> HandlerTarget:
+    """Find the handler app of a file path, a module or ``module:attr`` (imports it once to check).
+
+    Raises:
+        UsageError: no such file or module, it fails to import, or it holds no handler app.
+    """
+    spec, _, attr = ref.partition(":")
+    if not spec:
+        raise UsageError(f"expected a file, a module or module:attr, got {ref!r}")
+    is_file = spec.endswith(".py") or os.sep in spec or Path(spec).is_file()
+    if is_file:
+        path = Path(spec).resolve()
+        if not path.is_file():
+            raise UsageError(f"no such file: {spec}")
+        if path.suffix != ".py":
+            raise UsageError(f"{spec} is not a .py file")
+        app_dir, module_name = _package_root(path)
+        watch = path.parent if app_dir == path.parent else app_dir / module_name.split(".")[0]
+    else:
+        app_dir, module_name = Path.cwd(), spec
+        watch = Path()
+    if str(app_dir) not in sys.path:
+        sys.path.insert(0, str(app_dir))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # any import-time error of the user's code
+        raise UsageError(f"cannot import {module_name!r} (from {app_dir}): {type(exc).__name__}: {exc}") from exc
+    if not is_file:
+        file = getattr(module, "__file__", None)
+        if file is None:
+            raise UsageError(f"module {module_name!r} has no source file to watch")
+        path = Path(file).resolve()
+        top = module_name.split(".")[0]
+        top_module = sys.modules.get(top)
+        top_file = getattr(top_module, "__file__", None) if top_module else None
+        watch = Path(top_file).resolve().parent if top_file and "." in module_name else path.parent
+    name = _find_app(module, module_name, attr)
+    return HandlerTarget(f"{module_name}:{name}", app_dir, (watch,))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m proxy dev`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy dev",
+        description="Run the proxy (temporary data dir) and a handler app that reloads on code changes.",
+        epilog="Example: python -m proxy dev examples/orders.py",
+    )
+    parser.add_argument("app", help="handler file (examples/orders.py), module (examples.orders) or module:attr")
+    parser.add_argument("--ingress-port", type=int, default=8080, help="ingress port (default 8080)")
+    parser.add_argument("--admin-port", type=int, default=9070, help="admin port (default 9070)")
+    parser.add_argument("--handler-port", type=int, default=9080, help="handler service port (default 9080)")
+    parser.add_argument("--data-dir", help="keep the data here (default: a temporary dir, deleted on exit)")
+    parser.add_argument(
+        "--log-level", default="warning", choices=["debug", "info", "warning", "error"], help="default warning"
+    )
+    parser.add_argument(
+        "--reload-dir", action="append", default=[], help="another directory to watch for changes (repeatable)"
+    )
+    return parser
+
+
+def _check_port(port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise UsageError(f"port {port} on 127.0.0.1 is not free: {exc.strerror}") from None
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: SIGTERM the handler if the dev process dies without cleaning up (e.g. SIGKILL)."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _start_handler(opts: DevOptions) -> subprocess.Popen[bytes]:
+    target = opts.target
+    argv = [
+        sys.executable, "-m", "uvicorn", target.import_string,
+        "--host", "127.0.0.1", "--port", str(opts.handler_port),
+        "--app-dir", str(target.app_dir),
+        "--reload",
+        "--log-level", opts.log_level, "--no-access-log", "--timeout-graceful-shutdown", "2",
+    ]  # fmt: skip
+    for directory in (*target.watch_dirs, *opts.extra_watch_dirs):
+        argv += ["--reload-dir", str(directory)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # Ctrl-C reaches the dev process only; it stops the handler itself
+        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+    )
+
+
+def _stop_handler(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the handler's process group (the uvicorn reloader and its worker), SIGKILL after 10 s."""
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+
+def _service_signature(svc: dict[str, Any]) -> tuple[Any, ...]:
+    handlers = tuple(sorted((h["name"], h.get("kind", "")) for h in svc.get("handlers", [])))
+    return svc.get("type", "service"), handlers
+
+
+def _manifest_signature(manifest: dict[str, Any]) -> tuple[Any, ...]:
+    services = {s["name"]: _service_signature(s) for s in manifest.get("services", [])}
+    return manifest.get("mode", "ack"), tuple(sorted(services.items()))
+
+
+def _registered_signature(deployment: dict[str, Any] | None, services: list[dict[str, Any]]) -> tuple[Any, ...] | None:
+    if deployment is None:
+        return None
+    by_name = {s["name"]: s for s in services if s.get("deployment_id") == deployment["id"]}
+    known = {}
+    for name in deployment.get("services", []):
+        svc = by_name.get(name)
+        if svc is None:
+            return None
+        known[name] = _service_signature(svc)
+    return deployment.get("mode", "ack"), tuple(sorted(known.items()))
+
+
+def _sample_path(manifest: dict[str, Any]) -> str:
+    for svc in manifest.get("services", []):
+        for handler in svc.get("handlers", []):
+            if svc.get("type", "service") == "service":
+                return f"{svc['name']}/{handler['name']}"
+            return f"{svc['name']}/my-key/{handler['name']}"
+    return "Service/handler"
+
+
+def _describe(manifest: dict[str, Any]) -> list[str]:
+    lines = []
+    for svc in manifest.get("services", []):
+        handlers = ", ".join(h["name"] for h in svc.get("handlers", []))
+        lines.append(f"{svc['name']} ({svc.get('type', 'service')}): {handlers}")
+    return lines
+
+
+class _Supervisor:
+    """Watches the handler: registers it when its discovery answer changes, notices if it dies."""
+
+    def __init__(self, opts: DevOptions, handler: subprocess.Popen[bytes], data_dir: str, temporary: bool,
+                 out: TextIO) -> None:  # fmt: skip
+        self.opts = opts
+        self.handler = handler
+        self.data_dir = data_dir
+        self.temporary = temporary
+        self.out = out
+        self.handler_url = f"http://127.0.0.1:{opts.handler_port}"
+        self.admin_url = f"http://127.0.0.1:{opts.admin_port}"
+        self.ingress_url = f"http://127.0.0.1:{opts.ingress_port}"
+        self.exit_code = _EXIT_OK
+        self.announced = False
+        self._last_manifest: bytes | None = None
+        self._last_error = ""
+
+    def say(self, text: str) -> None:
+        print(text, file=self.out, flush=True)
+
+    async def run(self, stop: Any) -> None:
+        """Poll until cancelled; call `stop()` if the handler process exits."""
+        async with httpx.AsyncClient(timeout=5) as http:
+            while True:
+                if self.handler.poll() is not None:
+                    self.say(f"[dev] the handler process exited with code {self.handler.returncode}; stopping")
+                    self.exit_code = _EXIT_FAILED
+                    stop()
+                    return
+                with contextlib.suppress(httpx.HTTPError):  # the proxy or the handler is (re)starting
+                    await self._tick(http)
+                await asyncio.sleep(_POLL_SECONDS if self.announced else 0.2)
+
+    async def _tick(self, http: httpx.AsyncClient) -> None:
+        response = await http.get(self.handler_url + "/discovery", timeout=2)
+        if response.status_code != 200:
+            return
+        body = response.content
+        if body == self._last_manifest:
+            return
+        manifest = json.loads(body)
+        deployments = (await http.get(self.admin_url + "/deployments")).json()["deployments"]
+        mine = next((d for d in deployments if d["uri"] == self.handler_url), None)
+        services = (await http.get(self.admin_url + "/services")).json()["services"]
+        wanted = _manifest_signature(manifest)
+        if _registered_signature(mine, services) != wanted:
+            registered = await http.post(self.admin_url + "/deployments", json={"uri": self.handler_url}, timeout=15)
+            if registered.status_code != 201:
+                error = registered.text
+                if error != self._last_error:
+                    self.say(f"[dev] cannot register {self.handler_url}: {registered.status_code} {error}")
+                    self._last_error = error
+                return
+            if self.announced:
+                self.say("[dev] handler services changed: registered again")
+                for line in _describe(manifest):
+                    self.say(f"[dev]   {line}")
+        self._last_manifest = body
+        self._last_error = ""
+        if not self.announced:
+            self.announced = True
+            self._banner(manifest)
+
+    def _banner(self, manifest: dict[str, Any]) -> None:
+        target = self.opts.target
+        watched = ", ".join(str(d) for d in (*target.watch_dirs, *self.opts.extra_watch_dirs))
+        kept = "deleted on exit" if self.temporary else "kept"
+        lines = [
+            "durable-proxy dev mode (Ctrl-C to stop)",
+            f"  handler   {target.import_string} at {self.handler_url} (reloads on changes in {watched})",
+            f"  ingress   {self.ingress_url}",
+            f"  admin     {self.admin_url}",
+            f"  data dir  {self.data_dir} ({kept})",
+            "  services  " + ("\n            ".join(_describe(manifest)) or "(none)"),
+            "try:",
+            f"  curl -s -X POST {self.ingress_url}/{_sample_path(manifest)} -H 'content-type: application/json' "
+            "-d '{}'",
+            f"  python -m proxy invocations ls --all --admin {self.admin_url}",
+        ]
+        self.say("\n".join(lines))
+
+
+async def _wait_for_handler(
+    handler: subprocess.Popen[bytes], url: str, stopping: asyncio.Event, timeout: float
+) -> None:
+    """Poll the handler's ``/discovery`` until it answers, it exits, a stop is asked, or `timeout`."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=1) as http:
+        while asyncio.get_running_loop().time() < deadline and handler.poll() is None and not stopping.is_set():
+            with contextlib.suppress(httpx.HTTPError):
+                if (await http.get(url + "/discovery")).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+
+async def _serve(opts: DevOptions, out: TextIO) -> int:
+    from proxy.__main__ import _config, _Server
+    from proxy.app import create_app
+    from proxy.config import Settings
+    from proxy.store import StoreLocked
+
+    temporary = opts.data_dir is None
+    data_dir = tempfile.mkdtemp(prefix="durable-proxy-dev-") if opts.data_dir is None else opts.data_dir
+    handler_url = f"http://127.0.0.1:{opts.handler_port}"
+    settings = Settings(
+        host="127.0.0.1",
+        ingress_port=opts.ingress_port,
+        admin_port=opts.admin_port,
+        data_dir=data_dir,
+        deployments=(handler_url,),
+        log_level=opts.log_level,
+        log_format="text",
+        # Dev loops are short: retry quickly and show failures fast.
+        retry_max_interval=5.0,
+    )
+    loop = asyncio.get_running_loop()
+    servers: list[_Server] = []
+    stopping = asyncio.Event()
+    runtime: Any = None
+
+    def stop() -> None:
+        stopping.set()
+        for server in servers:
+            server.should_exit = True
+        if runtime is not None and runtime.started:
+            runtime.release_waiters()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    handler = _start_handler(opts)
+    supervisor = _Supervisor(opts, handler, data_dir, temporary, out)
+    watch: asyncio.Task[None] | None = None
+    exit_code = _EXIT_OK
+    try:
+        # Give the handler a moment to come up, so the runtime's registration does not log retries.
+        await _wait_for_handler(handler, handler_url, stopping, 10.0)
+        apps = create_app(settings)
+        runtime = apps.runtime
+        try:
+            await runtime.start()
+        except StoreLocked as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return _EXIT_FAILED
+        servers += [
+            _Server(_config(apps.ingress, settings, settings.ingress_port)),
+            _Server(_config(apps.admin, settings, settings.admin_port)),
+        ]
+        if stopping.is_set():
+            stop()
+        watch = asyncio.create_task(supervisor.run(stop))
+
+        async def run_server(server: _Server) -> None:
+            nonlocal exit_code
+            try:
+                await server.serve()
+            except SystemExit:  # uvicorn exits on a startup failure (port taken): stop the other one
+                exit_code = _EXIT_FAILED
+                stop()
+
+        try:
+            await asyncio.gather(*(run_server(s) for s in servers))
+        finally:
+            await runtime.stop()
+    finally:
+        if watch is not None:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+        await asyncio.to_thread(_stop_handler, handler)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        if temporary:
+            shutil.rmtree(data_dir, ignore_errors=True)
+        print("[dev] stopped" + (f"; removed {data_dir}" if temporary else f"; data kept in {data_dir}"),
+              file=out, flush=True)  # fmt: skip
+    return exit_code or supervisor.exit_code
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run dev mode until Ctrl-C/SIGTERM; returns the exit code (0 ok, 1 failure, 2 usage error)."""
+    out = out or sys.stdout
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code) if isinstance(exc.code, int) else _EXIT_USAGE
+    try:
+        target = resolve_target(args.app)
+        for port in {args.ingress_port, args.admin_port, args.handler_port}:
+            _check_port(port)
+        if len({args.ingress_port, args.admin_port, args.handler_port}) != 3:
+            raise UsageError("--ingress-port, --admin-port and --handler-port must differ")
+        extra = []
+        for directory in args.reload_dir:
+            if not Path(directory).is_dir():
+                raise UsageError(f"--reload-dir {directory}: no such directory")
+            extra.append(Path(directory).resolve())
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return _EXIT_USAGE
+    opts = DevOptions(
+        target=target,
+        ingress_port=args.ingress_port,
+        admin_port=args.admin_port,
+        handler_port=args.handler_port,
+        data_dir=args.data_dir,
+        log_level=args.log_level,
+        extra_watch_dirs=extra,
+    )
+    from proxy.logs import configure
+
+    configure(opts.log_level, "text")
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the proxy extra
+        return asyncio.run(_serve(opts, out))
+    return int(uvloop.run(_serve(opts, out)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -24,9 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="full", help="tiny: a few seconds; full: ~2 min")
     parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp", help="proxy->handler client")
+    parser.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=None,
+        help="seconds to wait for other processes to go quiet first (default: 60 for full, 0 for tiny)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/...)")
     args = parser.parse_args(argv)
-    result = run_benchmark(args.size, args.transport)
+    quiet_wait = args.quiet_wait if args.quiet_wait is not None else (60.0 if args.size == "full" else 0.0)
+    result = run_benchmark(args.size, args.transport, quiet_wait)
     result["checks"] = {name: met for name, met in checks(result["figures"])}
     print(table(result))
     out = args.out

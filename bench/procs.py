@@ -11,7 +11,17 @@ import time
 import urllib.request
 from pathlib import Path
 
-__all__ = ["Proc", "free_port", "rss_kib", "start_handler", "start_proxy", "wait_http"]
+__all__ = [
+    "CpuMeter",
+    "Proc",
+    "cpu_seconds",
+    "free_port",
+    "rss_kib",
+    "start_handler",
+    "start_proxy",
+    "wait_for_quiet",
+    "wait_http",
+]
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -74,7 +84,7 @@ def wait_http(url: str, proc: Proc, timeout: float = 30.0, contains: bytes = b""
         if proc.popen.poll() is not None:
             raise RuntimeError(f"{proc.name} exited with {proc.popen.returncode}:\n{proc.tail()}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - 127.0.0.1 only
+            with urllib.request.urlopen(url, timeout=2) as response:  # 127.0.0.1 only
                 body = response.read()
                 if response.status == 200 and contains in body:
                     return
@@ -130,3 +140,65 @@ def rss_kib(pid: int) -> tuple[int, int]:
             elif line.startswith("VmHWM:"):
                 hwm = int(line.split()[1])
     return rss, hwm
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used (0 if it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def _machine() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return (total - idle) / _TICK, total / _TICK
+
+
+def wait_for_quiet(max_wait: float, busy_limit: float = 0.15) -> float:
+    """Wait (at most `max_wait` s) until the machine is at most `busy_limit` busy; returns that share."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        busy0, total0 = _machine()
+        time.sleep(1.0)
+        busy1, total1 = _machine()
+        share = (busy1 - busy0) / max(total1 - total0, 1e-9)
+        if share <= busy_limit or time.monotonic() >= deadline:
+            return share
+        sys.stderr.write(f"waiting for a quiet machine: {share:.0%} of the CPUs busy\n")
+
+
+class CpuMeter:
+    """CPU used by the benchmark's own processes and by everything else on the machine."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self.pids = pids
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float, float, dict[int, float]]:
+        busy, total = _machine()
+        own = os.times()
+        return busy, total, own.user + own.system, {pid: cpu_seconds(pid) for pid in self.pids}
+
+    def stop(self) -> dict[str, float]:
+        """CPU shares (in CPUs, e.g. 0.8 = 80% of one CPU) since the meter started."""
+        busy0, total0, own0, procs0 = self._start
+        busy1, total1, own1, procs1 = self._sample()
+        cpus = os.cpu_count() or 1
+        wall = (total1 - total0) / cpus
+        ours = (own1 - own0) + sum(procs1[pid] - procs0[pid] for pid in self.pids)
+        return {
+            "wall_seconds": wall,
+            "ours_cpus": ours / wall if wall else 0.0,
+            "others_cpus": max(0.0, (busy1 - busy0) - ours) / wall if wall else 0.0,
+            **{f"pid_{pid}_cpus": (procs1[pid] - procs0[pid]) / wall if wall else 0.0 for pid in self.pids},
+        }

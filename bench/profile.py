@@ -84,13 +84,9 @@ def main() -> int:
         for name, proc in (("proxy", proxy), ("handler", handler)):
             out = RESULTS / f"profile-{stamp}-{name}.txt"
             outs[name] = out
-            spies.append(
-                subprocess.Popen(
-                    [spy, "record", "--pid", str(proc.pid), "--duration", str(int(args.seconds)), "--rate", "250",
-                     "--format", "raw", "--output", str(out), "--nonblocking"],
-                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                )  # fmt: skip
-            )
+            command = [spy, "record", "--pid", str(proc.pid), "--duration", str(int(args.seconds))]
+            command += ["--rate", "250", "--format", "raw", "--output", str(out), "--nonblocking"]
+            spies.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         asyncio.run(_load(url, body, args.concurrency, args.seconds))
         for s in spies:
             s.wait(60)

@@ -23,7 +23,9 @@ def _ratio(proxy: float, floor: float, higher_is_better: bool = False) -> str:
 
 def per_step_ms(figures: dict[str, Any]) -> float:
     """Cost of one durable step at c=1: (100-step p50 - trivial p50) / 100."""
-    return (figures["latency_100"]["proxy"]["p50_ms"] - figures["latency_trivial"]["proxy"]["p50_ms"]) / 100
+    hundred: float = figures["latency_100"]["proxy"]["p50_ms"]
+    trivial: float = figures["latency_trivial"]["proxy"]["p50_ms"]
+    return (hundred - trivial) / 100
 
 
 def checks(figures: dict[str, Any]) -> list[tuple[str, bool]]:
@@ -96,7 +98,8 @@ def table(result: dict[str, Any]) -> str:
                         target,
                     )
                 )
-    c10, c100, c1000 = f["latency_10"]["proxy"]["p50_ms"], f["latency_100"]["proxy"]["p50_ms"], f["cost_1000"]["median_ms"]
+    c10, c100 = f["latency_10"]["proxy"]["p50_ms"], f["latency_100"]["proxy"]["p50_ms"]
+    c1000 = f["cost_1000"]["median_ms"]
     rows.append(
         (
             "cost curve: 10 / 100 / 1,000 steps",
@@ -138,7 +141,12 @@ def table(result: dict[str, Any]) -> str:
         f"durable-proxy benchmark, size={result['size']}, {result['started']}, git {env['git']}, "
         f"{env['cpus']} CPUs, Python {env['python']}, proxy->handler {env['transport']}, client aiohttp"
     )
+    cpu = f.get("cpu", {})
     notes = [
+        f"CPU during the run ({cpu.get('seconds', 0):.0f} s): proxy {cpu.get('proxy_cpus', 0):.2f}, handler service "
+        f"{cpu.get('handler_cpus', 0):.2f}, load generator + both {cpu.get('ours_cpus', 0):.2f}, "
+        f"other processes {cpu.get('others_cpus', 0):.2f} CPUs"
+        + (" (a busy machine: figures are pessimistic)" if cpu.get("others_cpus", 0) > 0.2 else ""),
         "floor = the same work served by the handler service directly (no proxy, no journal);",
         "one durable step = (100-step p50 - trivial p50) / 100; resume = crash of attempt 1 after",
         "1,000 journaled steps -> result of the retry (retry delay 1 ms), measured end to end.",

@@ -18,7 +18,17 @@ from typing import Any
 import msgspec
 
 from bench.load import Client, Run
-from bench.procs import HOST, ROOT, Proc, free_port, rss_kib, start_handler, start_proxy
+from bench.procs import (
+    HOST,
+    ROOT,
+    CpuMeter,
+    Proc,
+    free_port,
+    rss_kib,
+    start_handler,
+    start_proxy,
+    wait_for_quiet,
+)
 
 __all__ = ["SIZES", "Size", "run_benchmark"]
 
@@ -199,11 +209,20 @@ async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
             f"http://{HOST}:{handler_port}",
         )  # fmt: skip
         await bench.warm()
+        meter = CpuMeter([proxy.pid, handler.pid])
         await bench.latency()
         await bench.throughput()
         await bench.cost_curve()
         await bench.resume()
         bench.memory()
+        cpu = meter.stop()
+        bench.figures["cpu"] = {
+            "proxy_cpus": cpu[f"pid_{proxy.pid}_cpus"],
+            "handler_cpus": cpu[f"pid_{handler.pid}_cpus"],
+            "ours_cpus": cpu["ours_cpus"],
+            "others_cpus": cpu["others_cpus"],
+            "seconds": cpu["wall_seconds"],
+        }
         await bench.suspended()
         return bench.figures
     except Exception:
@@ -224,9 +243,13 @@ async def _measure(size: Size, bench_args: dict[str, Any]) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
 
 
-def run_benchmark(size_name: str, transport: str = "aiohttp") -> dict[str, Any]:
-    """Run every workload at `size_name` and return the figures with the environment."""
+def run_benchmark(size_name: str, transport: str = "aiohttp", quiet_wait: float = 0.0) -> dict[str, Any]:
+    """Run every workload at `size_name` and return the figures with the environment.
+
+    With `quiet_wait`, first wait up to that many seconds for other processes to go quiet.
+    """
     size = SIZES[size_name]
+    busy_before = wait_for_quiet(quiet_wait) if quiet_wait > 0 else None
     try:
         import uvloop
 
@@ -243,6 +266,7 @@ def run_benchmark(size_name: str, transport: str = "aiohttp") -> dict[str, Any]:
             "git": _git_rev(),
             "transport": transport,
             "load_generator": "aiohttp",
+            "busy_before": busy_before,
         },
         "figures": figures,
     }

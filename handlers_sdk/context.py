@@ -8,7 +8,7 @@ import random
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
@@ -128,6 +128,15 @@ def _target_of(handler: Any) -> tuple[str, str, Any]:
     return service, name, _return_type(handler)
 
 
+def _caller_source() -> str:
+    """``file:line`` of the user code calling into the SDK (taken when `run` is called: inside a
+    gather, the frame that later runs the coroutine is the event loop's)."""
+    frame = sys._getframe(2)
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("handlers_sdk"):
+        frame = frame.f_back
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
 def _wall_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -162,31 +171,41 @@ class Context:
         """A UUID drawn from `random()`: the same on every replay."""
         return uuid.UUID(int=self._random.getrandbits(128), version=4)
 
-    async def run(
+    def run(
         self,
         name: str,
         fn: Callable[..., Any],
         *args: Any,
         options: RunOptions | None = None,
         **kwargs: Any,
-    ) -> Any:
+    ) -> Coroutine[Any, Any, Any]:
         """Run `fn(*args, **kwargs)` once, durably, and return its (JSON round-tripped) value.
 
-        Sync functions run in a worker thread. On replay the journaled value is returned without
-        calling `fn`. The value is decoded into `fn`'s annotated return type when it has one.
+        Use as ``await ctx.run("charge", charge, order_id)``. Sync functions run in a worker
+        thread. On replay the journaled value is returned without calling `fn`. The value is
+        decoded into `fn`'s annotated return type when it has one.
 
         Raises:
             TerminalError: `fn` raised one, or in-place retries were exhausted.
             JournalMismatchError: the journal holds another operation at this position.
         """
+        return self._run(name, fn, args, kwargs, options, _caller_source())
+
+    async def _run(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        options: RunOptions | None,
+        source: str,
+    ) -> Any:
         attempt = self._attempt
         index = attempt.replay.allocate()
         result_type = _return_type(fn)
         recorded = self._match(index, RunEntry(name=name))
         if recorded is None:
             attempt.check_cancelled()
-            caller = sys._getframe(1)
-            source = f"{caller.f_code.co_filename}:{caller.f_lineno}"
             await attempt.barrier()
             attempt.step_started()
             try:

@@ -225,7 +225,7 @@ def _info(view: Mapping[str, Any], now_ms: int) -> str:
 def _entry_outcome(entry: Mapping[str, Any]) -> str:
     if entry.get("failure"):
         return " failed: " + _failure(entry["failure"])
-    if "completed" in entry and not entry.get("completed"):
+    if not entry.get("completed"):  # the wire leaves ``completed: false`` out
         return " (pending)"
     return " = " + _compact(entry.get("value"))
 
@@ -449,6 +449,10 @@ def _cmd_action(client: AdminClient, args: argparse.Namespace, out: TextIO) -> i
     return code
 
 
+def _handlers(handlers: Sequence[Mapping[str, Any]]) -> str:
+    return ", ".join(h["name"] + (f" ({h['kind']})" if h.get("kind") else "") for h in handlers)
+
+
 def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
     services = client.request("GET", "/services")["services"]
     deployments = {d["id"]: d for d in client.request("GET", "/deployments")["deployments"]}
@@ -460,9 +464,9 @@ def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) ->
         return EXIT_OK
     rows = []
     for svc in sorted(services, key=lambda s: s["name"]):
-        handlers = ", ".join(h["name"] + (f" ({h['kind']})" if h.get("kind") else "") for h in svc["handlers"])
         dep = deployments.get(svc.get("deployment_id", ""), {})
-        rows.append([svc["name"], svc.get("type", ""), dep.get("uri", svc.get("deployment_id", "")), handlers])
+        uri = dep.get("uri", svc.get("deployment_id", ""))
+        rows.append([svc["name"], svc.get("type", ""), uri, _handlers(svc.get("handlers", []))])
     out.write(format_table(["NAME", "TYPE", "DEPLOYMENT", "HANDLERS"], rows) + "\n")
     return EXIT_OK
 
@@ -489,10 +493,7 @@ def _cmd_deployments_add(client: AdminClient, args: argparse.Namespace, out: Tex
         _print_json(dep, out)
         return EXIT_OK
     out.write(f"registered {dep['id']} at {dep['uri']} ({dep.get('mode', '')} mode)\n")
-    rows = [
-        [s["name"], s.get("type", ""), ", ".join(h["name"] for h in s.get("handlers", []))]
-        for s in dep.get("services", [])
-    ]
+    rows = [[s["name"], s.get("type", ""), _handlers(s.get("handlers", []))] for s in dep.get("services", [])]
     if rows:
         out.write(format_table(["SERVICE", "TYPE", "HANDLERS"], rows) + "\n")
     return EXIT_OK

@@ -280,6 +280,12 @@ class _Supervisor:
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
 
+    def _warn(self, text: str) -> None:
+        """Say `text` once (not again every second while the problem lasts)."""
+        if text != self._last_error:
+            self.say(text)
+            self._last_error = text
+
     async def run(self, stop: Any) -> None:
         """Poll until cancelled; call `stop()` if the handler process exits."""
         async with httpx.AsyncClient(timeout=5) as http:
@@ -289,8 +295,12 @@ class _Supervisor:
                     self.exit_code = _EXIT_FAILED
                     stop()
                     return
-                with contextlib.suppress(httpx.HTTPError):  # the proxy or the handler is (re)starting
+                try:
                     await self._tick(http)
+                except httpx.HTTPError:
+                    pass  # the proxy or the handler is (re)starting
+                except (ValueError, KeyError, TypeError) as exc:  # an unexpected answer: say so, keep going
+                    self._warn(f"[dev] cannot check the handler's services: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(_POLL_SECONDS if self.announced else 0.2)
 
     async def _tick(self, http: httpx.AsyncClient) -> None:
@@ -308,10 +318,7 @@ class _Supervisor:
         if _registered_signature(mine, services) != wanted:
             registered = await http.post(self.admin_url + "/deployments", json={"uri": self.handler_url}, timeout=15)
             if registered.status_code != 201:
-                error = registered.text
-                if error != self._last_error:
-                    self.say(f"[dev] cannot register {self.handler_url}: {registered.status_code} {error}")
-                    self._last_error = error
+                self._warn(f"[dev] cannot register {self.handler_url}: {registered.status_code} {registered.text}")
                 return
             if self.announced:
                 self.say("[dev] handler services changed: registered again")

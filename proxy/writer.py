@@ -162,7 +162,12 @@ class Writer:
                     break
                 batch.append(item)
             requests: list[_Request] = batch  # type: ignore[assignment]
-            self._commit(requests)
+            try:
+                self._commit(requests)
+            except Exception as exc:  # noqa: BLE001 - the one writer thread must never die
+                log.exception("commit failed")
+                for request in requests:
+                    request.result, request.error = None, StorageFull(f"write failed: {exc!r}")
             by_loop: dict[asyncio.AbstractEventLoop, list[_Request]] = {}
             for request in requests:
                 by_loop.setdefault(request.loop, []).append(request)
@@ -184,11 +189,11 @@ class Writer:
                     return
                 except lmdb.MapFullError:
                     pass
+                except lmdb.Error as exc:
+                    self._fail(batch, exc)
+                    return
         except lmdb.Error as exc:
-            # Disk full (ENOSPC / EFBIG) and the like: nothing of the batch is durable.
-            log.error("commit failed: %s", exc)
-            for request in batch:
-                request.result, request.error = None, StorageFull(f"write failed: {exc}")
+            self._fail(batch, exc)
             return
         # Still full at the largest map: commit the requests one by one so only those that
         # do not fit fail, with 507.
@@ -197,6 +202,12 @@ class Writer:
             return
         for request in batch:
             self._commit([request])
+
+    def _fail(self, batch: list[_Request], exc: lmdb.Error) -> None:
+        # Disk full (ENOSPC / EFBIG) and the like: nothing of the batch is durable.
+        log.error("commit failed: %s", exc)
+        for request in batch:
+            request.result, request.error = None, StorageFull(f"write failed: {exc}")
 
     def _grow(self) -> bool:
         current = self._store.map_size

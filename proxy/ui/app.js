@@ -213,10 +213,17 @@
   function renderCounts(counts) {
     const nav = document.getElementById("counts");
     if (!counts) return;
+    const where = route();
+    const current = where.view === "list" ? where.query.get("status") || "" : null;
     nav.replaceChildren(
+      h("a", { href: "#/", class: current === "" ? "count count-active" : "count", dataset: { status: "" } },
+        "all", h("span", { class: "num" }, String(Object.values(counts).reduce((a, b) => a + b, 0)))),
       ...STATUSES.map((status) =>
-        h("a", { href: listHash(new URLSearchParams({ status })), class: "count", dataset: { status } },
-          badge(status, status), h("span", { class: "num" }, String(counts[status] || 0)))),
+        h("a", {
+          href: listHash(new URLSearchParams({ status })),
+          class: current === status ? "count count-active" : "count",
+          dataset: { status },
+        }, badge(status, status), h("span", { class: "num" }, String(counts[status] || 0)))),
     );
   }
 
@@ -237,9 +244,11 @@
     const limit = query.get("limit") || "50";
     const after = query.get("after") || "";
     const filterKey = `${status}|${service}|${handler}|${limit}`;
-    if (filterKey !== state.lastList) {
+    if (filterKey !== state.lastList || !after) {
       state.lastList = filterKey;
       state.cursors = [];
+    } else if (state.cursors.length && state.cursors[state.cursors.length - 1] === after) {
+      state.cursors.pop(); // the browser's back button returned to the previous page
     }
     if (!state.services.length) await loadServices();
 

@@ -141,9 +141,9 @@ class _Supervisor:
         self._thread.join(5)
 
 
-def test_poison_handler_is_paused_after_bounded_attempts(cluster: Cluster) -> None:
+def test_poison_handler_is_paused_after_bounded_attempts_and_resumes_after_a_fix(cluster: Cluster) -> None:
     """#11: the process dies at step 2 on every attempt: bounded attempts, then paused; the steps
-    before it ran once. (Resuming after a fix needs an admin resume endpoint: see test_not_built.)"""
+    before it ran once. Once fixed, an admin resume completes it from the journal."""
     handler = cluster.handler("tests.handlers.poison:application")
     proxy = cluster.proxy([handler], services=["Poison"], env={"PROXY_RETRY_MAX_ATTEMPTS": "4"})
     with _Supervisor(handler) as supervisor:
@@ -156,6 +156,21 @@ def test_poison_handler_is_paused_after_bounded_attempts(cluster: Cluster) -> No
     assert 1 <= counts[2] <= 4, counts  # attempts that found the handler down never reached it
     assert handler.starts >= counts[2] and supervisor.restarts >= counts[2] - 1  # one death per reach
     assert proxy.output(inv).status_code == 470
+
+    # The fix ships; an operator resumes the invocation.
+    (cluster.ledger.path.parent / f"{cluster.ledger.path.name}.fixed").touch()
+    if not handler.alive:
+        handler.start()
+    handler.wait_ready()
+    resumed = proxy.http.patch(f"{proxy.admin}/invocations/{inv}/resume")
+    assert resumed.status_code == 200, resumed.text
+    result = proxy.attach(inv)
+    assert result.status_code == 200, result.text
+    done = proxy.invocation(inv)
+    assert result.json() == [item["entry"]["value"]["nonce"] for item in done["journal"]]
+    after = cluster.ledger.start_counts(inv)
+    assert after == {0: 1, 1: 1, 2: counts[2] + 1, 3: 1}, after
+    cluster.ledger.check_journal(inv, done["journal"])
 
 
 def test_response_over_cap_fails_the_attempt_then_pauses(cluster: Cluster) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from tests.cli.helpers import Stack, cli, fields, table
-from tests.e2e.harness import free_port
+from tests.e2e.harness import free_port, poll
 
 
 def test_ls_hides_completed_unless_asked(stack: Stack) -> None:
@@ -181,7 +181,7 @@ def test_bulk_actions(stack: Stack) -> None:
     assert (none.code, none.out) == (0, "cancelled 0 invocations of Child\n")
 
 
-def test_usage_errors_exit_2(stack: Stack) -> None:
+def test_usage_errors_exit_2() -> None:
     for args in (
         ["invocations", "cancel"],  # neither ids nor a filter
         ["invocations", "cancel", "inv_x", "--service", "Sleeper"],  # both
@@ -193,7 +193,7 @@ def test_usage_errors_exit_2(stack: Stack) -> None:
         ["invocations"],
         ["services"],
     ):
-        result = stack.cli(*args)
+        result = cli(*args, admin="http://127.0.0.1:1")  # rejected before any request
         assert result.code == 2, (args, result)
         assert result.out == "", args
         assert "error" in result.err or "usage" in result.err, (args, result.err)
@@ -215,7 +215,10 @@ def test_services_and_deployments(stack: Stack) -> None:
     added = stack.cli("deployments", "add", stack.handler.url)
     assert added.code == 0, added.err
     assert added.out.startswith(f"registered {deployments[0]['ID']} at {stack.handler.url} (ack mode)\n")
-    assert "Sleeper  service   nap, doze, helpers" in added.out
+    registered = {r["SERVICE"]: r for r in table(added.out.split("\n", 1)[1])}
+    assert registered["Sleeper"]["HANDLERS"] == "nap, doze, helpers"
+    assert registered["Signup"]["TYPE"] == "workflow"
+    assert registered["Signup"]["HANDLERS"] == "run (workflow), click (shared), status (shared)"
 
     down = stack.cli("deployments", "add", f"http://127.0.0.1:{free_port()}")
     assert down.code == 1
@@ -242,3 +245,22 @@ def test_without_a_command_python_m_proxy_is_the_server() -> None:
     assert "durable-proxy server" in result.out
     assert "--ingress-port" in result.out
     assert cli("--no-such-flag").code == 2
+
+
+def test_backing_off_shows_the_last_failure(stack: Stack) -> None:
+    stack.handler.kill()
+    inv_id = stack.proxy.send("Child/work", 1)
+
+    def backing_off() -> dict[str, str] | None:
+        rows = table(stack.cli("invocations", "ls", "--status", "backing-off").out)
+        return rows[0] if rows and "last failure" in rows[0]["INFO"] else None
+
+    row = poll(backing_off, 20, interval=0.1, message="a backing-off row")
+    assert row["ID"] == inv_id
+    assert row["INFO"].startswith("retry in ")
+    retries = int(row["ATTEMPT/RETRIES"].split("/")[1])
+    assert retries >= 1
+    shown = fields(stack.cli("invocations", "show", inv_id).out)
+    assert shown["last failure"]
+    stack.handler.start()
+    assert stack.proxy.wait_status(inv_id, "completed")["result"] == 2

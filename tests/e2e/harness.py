@@ -429,41 +429,44 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._cache: tuple[int, list[LedgerLine], dict[str, list[LedgerLine]]] = (-1, [], {})
 
-    def lines(self) -> list[LedgerLine]:
-        """Every complete line, in file order (a torn last line from a SIGKILL is ignored)."""
+    def _load(self) -> tuple[list[LedgerLine], dict[str, list[LedgerLine]]]:
+        # The file only grows (O_APPEND), so its size says whether the parsed copy is current.
         try:
-            text = self.path.read_text()
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            return []
+            return [], {}
+        if len(data) == self._cache[0]:
+            return self._cache[1], self._cache[2]
         out: list[LedgerLine] = []
-        for pos, raw in enumerate(text.split("\n")[:-1]):
+        by_inv: dict[str, list[LedgerLine]] = {}
+        for pos, raw in enumerate(data.decode().split("\n")[:-1]):
             parts = raw.split()
             if len(parts) != 5:
                 raise AssertionError(f"malformed ledger line {pos}: {raw!r}")
-            out.append(LedgerLine(pos, parts[0], int(parts[1]), parts[2], int(parts[3]), parts[4]))
-        return out
+            line = LedgerLine(pos, parts[0], int(parts[1]), parts[2], int(parts[3]), parts[4])
+            out.append(line)
+            by_inv.setdefault(line.inv, []).append(line)
+        self._cache = (len(data), out, by_inv)
+        return out, by_inv
+
+    def lines(self, inv: str | None = None) -> list[LedgerLine]:
+        """Every complete line (of one invocation), in file order (a torn last line from a SIGKILL is ignored)."""
+        lines, by_inv = self._load()
+        return lines if inv is None else by_inv.get(inv, [])
 
     def starts(self, inv: str | None = None, idx: int | None = None) -> list[LedgerLine]:
         """``start`` lines, optionally of one invocation / step."""
-        return [
-            line for line in self.lines()
-            if line.kind == "start" and (inv is None or line.inv == inv) and (idx is None or line.idx == idx)
-        ]  # fmt: skip
+        return [line for line in self.lines(inv) if line.kind == "start" and (idx is None or line.idx == idx)]
 
     def ends(self, inv: str | None = None, idx: int | None = None) -> list[LedgerLine]:
         """``end`` lines, optionally of one invocation / step."""
-        return [
-            line for line in self.lines()
-            if line.kind == "end" and (inv is None or line.inv == inv) and (idx is None or line.idx == idx)
-        ]  # fmt: skip
+        return [line for line in self.lines(inv) if line.kind == "end" and (idx is None or line.idx == idx)]
 
     def invocations(self) -> list[str]:
         """Invocation ids in order of first appearance."""
-        seen: dict[str, None] = {}
-        for line in self.lines():
-            seen.setdefault(line.inv, None)
-        return list(seen)
+        return list(self._load()[1])
 
     def start_counts(self, inv: str) -> dict[int, int]:
         """How many times each step of `inv` started."""
@@ -492,7 +495,7 @@ class Ledger:
         A step's journal value carries the nonce of the execution whose result was committed. Any
         ``start`` of that step after that execution's ``end`` would be a journaled step running again.
         """
-        lines = self.lines()
+        lines = self.lines(inv)
         for item in journal:
             value = item["entry"].get("value")
             if not isinstance(value, dict) or "nonce" not in value:

@@ -39,3 +39,16 @@ def test_renamed_step_pauses_with_570(cluster: Cluster, app: str) -> None:
     assert cluster.ledger.start_counts(inv) == {0: 1, 1: 1, 2: 1, 3: 1}
     with pytest.raises(AssertionError):
         poll(lambda: proxy.invocation(inv)["status"] != "paused", 1.0)
+
+    # Roll the code back and resume: the intact journal replays and the invocation completes.
+    handler.kill()
+    handler.start({"LEDGER_STEP_PREFIX": "step"})
+    handler.wait_ready()
+    resumed = proxy.http.patch(f"{proxy.admin}/invocations/{inv}/resume")
+    assert resumed.status_code == 200, resumed.text
+    result = proxy.attach(inv)
+    assert result.status_code == 200, result.text
+    done = proxy.invocation(inv)
+    assert done["journal"][:3] == journal
+    assert cluster.ledger.start_counts(inv) == {0: 1, 1: 1, 2: 1, 3: 2, 4: 1, 5: 1}
+    cluster.ledger.check_journal(inv, done["journal"])

@@ -23,7 +23,7 @@ def _requests(log: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize(
     ("mode", "code"),
-    [("500", 500), ("502", 502), ("garbage", 571), ("schema", 571), ("truncated", 503)],
+    [("500", 500), ("502", 502), ("garbage", 571), ("schema", 571), ("wrongtype", 571), ("truncated", 503)],
 )
 def test_bad_answers_are_retried_with_backoff_then_complete(cluster: Cluster, mode: str, code: int) -> None:
     log = cluster.tmp_path / "invokes.jsonl"

@@ -153,11 +153,12 @@ def test_retention_purges_and_the_file_stops_growing(cluster: Cluster) -> None:
     for round_ in range(ROUNDS):
         for i in range(150):
             assert proxy.call(f"Counter/k{i % 10}/add", 1, key=f"r{round_}-{i}").status_code == 200
-        poll(lambda: proxy.counts()["invocations"] <= 20, 15, interval=0.1, message="sweeper caught up")
+        poll(lambda: proxy.counts()["invocations"] <= 20, 30, interval=0.1, message="sweeper caught up")
         sizes.append(data_file.stat().st_size)
     print(f"data.mdb size after each round: {sizes}")
-    # Freed pages are reused once no reader holds them: after a few rounds the size plateaus.
-    assert sizes[-1] <= sizes[ROUNDS // 2], f"the LMDB file kept growing under a steady load: {sizes}"
+    # Freed pages are reused once no reader holds them: after a few rounds the size plateaus
+    # (a round writes ~150 KB; allow two pages of slack for a reader pinning a snapshot).
+    assert sizes[-1] <= sizes[ROUNDS // 2] + 8192, f"the LMDB file kept growing under a steady load: {sizes}"
     assert proxy.stats()["purged"] >= 900
 
 

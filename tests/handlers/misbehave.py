@@ -8,7 +8,8 @@ Environment:
 * ``MISBEHAVE_MODE``: what to do with an invoke request:
   ``500`` / ``502`` / ``503`` (that status, plain-text body), ``retry-after`` (503 with
   ``Retry-After: MISBEHAVE_RETRY_AFTER`` seconds), ``garbage`` (200, bytes that are not JSON),
-  ``schema`` (200, JSON of the wrong shape), ``truncated`` (200, body shorter than its
+  ``schema`` (200, JSON of the wrong shape), ``wrongtype`` (200, a valid outcome sent as
+  ``text/html``), ``truncated`` (200, body shorter than its
   Content-Length, then the connection closes), ``hang`` (never answers), ``drip`` (200 headers, then
   one byte every 200 ms, never finishing), ``huge`` (200, a valid outcome of ``MISBEHAVE_SIZE`` bytes),
   ``exit`` (the process exits).
@@ -94,6 +95,8 @@ async def _misbehave(receive: Receive, send: Send) -> None:
         await _respond(send, 503, b"come back later", [*text, (b"retry-after", RETRY_AFTER.encode())])
     elif MODE == "garbage":
         await _respond(send, 200, b"\x00\xff<html>not json at all {{{", json_type)
+    elif MODE == "wrongtype":
+        await _respond(send, 200, b'{"type":"completed","value":"looks fine"}', [(b"content-type", b"text/html")])
     elif MODE == "schema":
         await _respond(send, 200, b'{"type": "bogus", "value": [1, 2, 3]}', json_type)
     elif MODE == "truncated":

@@ -12,263 +12,18 @@ Skipped when no Chromium binary is found: set ``CHROMIUM=/path/to/chromium`` or 
 
 from __future__ import annotations
 
-import contextlib
-import os
-import shutil
-import signal
-import struct
-import subprocess
-import zlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from html.parser import HTMLParser
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
 
 from tests.e2e.harness import Cluster, ProxyProc
+from tests.ui.browser import CHROMIUM_NAMES, WINDOW, Browser, DevToolsPage, decode_png, find_chromium
 
 pytestmark = pytest.mark.e2e
 
-#: Binaries tried in order (after ``$CHROMIUM``).
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome", "headless_shell")
-WINDOW = (1280, 900)
 #: The header's background (``#1d2330`` in style.css): proof the stylesheet was applied.
 HEADER_RGB = (0x1D, 0x23, 0x30)
-
-
-def find_chromium() -> str | None:
-    """Path of a Chromium binary: ``$CHROMIUM`` if set, else the first of `CHROMIUM_NAMES` on PATH."""
-    explicit = os.environ.get("CHROMIUM")
-    if explicit:
-        return shutil.which(explicit) or (explicit if os.access(explicit, os.X_OK) else None)
-    for name in CHROMIUM_NAMES:
-        found = shutil.which(name)
-        if found:
-            return found
-    return None
-
-
-# -- Chromium ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class Browser:
-    """Runs headless Chromium once per page load, each with a fresh profile under `workdir`."""
-
-    binary: str
-    workdir: Path
-    runs: int = 0
-
-    def _run(self, url: str, *extra: str, timeout: float = 90) -> str:
-        self.runs += 1
-        profile = self.workdir / f"profile-{self.runs}"
-        argv = [
-            self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--disable-dev-shm-usage", "--hide-scrollbars", "--mute-audio", f"--user-data-dir={profile}",
-            "--virtual-time-budget=5000", *extra, url,
-        ]  # fmt: skip
-        log = self.workdir / f"chromium-{self.runs}.log"
-        with open(log, "wb") as err:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err, start_new_session=True
-            )
-            try:
-                out, _ = proc.communicate(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                # The leader is not reaped yet, so its process group is still ours to kill.
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.communicate()
-                raise AssertionError(f"chromium did not finish within {timeout:g}s on {url}; log {log}") from None
-        assert proc.returncode == 0, f"chromium exited {proc.returncode} on {url}:\n{log.read_text()[-3000:]}"
-        return out.decode("utf-8", "replace")
-
-    def dom(self, url: str) -> Node:
-        """The page's DOM once its script has run (``--dump-dom``), parsed."""
-        html = self._run(url, "--dump-dom")
-        assert "<html" in html, html[:500]
-        return parse_html(html)
-
-    def screenshot(self, url: str, path: Path) -> Path:
-        """A PNG of the page in a `WINDOW`-sized window."""
-        self._run(url, f"--screenshot={path}", f"--window-size={WINDOW[0]},{WINDOW[1]}")
-        assert path.is_file(), f"chromium wrote no screenshot at {path}"
-        return path
-
-
-# -- a small DOM ------------------------------------------------------------------------------------
-
-_VOID = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
-)
-
-
-@dataclass
-class Node:
-    """An element of the dumped DOM (enough of one for assertions)."""
-
-    tag: str
-    attrs: dict[str, str]
-    children: list[Node | str] = field(default_factory=list)
-
-    @property
-    def text(self) -> str:
-        """The text content, whitespace collapsed."""
-        parts: list[str] = []
-
-        def walk(node: Node) -> None:
-            for child in node.children:
-                if isinstance(child, str):
-                    parts.append(child)
-                else:
-                    walk(child)
-
-        walk(self)
-        return " ".join("".join(parts).split())
-
-    @property
-    def classes(self) -> set[str]:
-        """The ``class`` attribute as a set."""
-        return set(self.attrs.get("class", "").split())
-
-    def find_all(self, predicate: Callable[[Node], bool]) -> list[Node]:
-        """Every descendant element (depth first, document order) matching `predicate`."""
-        found: list[Node] = []
-        for child in self.children:
-            if isinstance(child, Node):
-                if predicate(child):
-                    found.append(child)
-                found.extend(child.find_all(predicate))
-        return found
-
-    def select(self, tag: str | None = None, cls: str | None = None, **data: Any) -> list[Node]:
-        """Descendants by tag, class and attributes (``data_inv=...`` matches ``data-inv``)."""
-        wanted = {name.replace("_", "-"): str(value) for name, value in data.items()}
-        return self.find_all(
-            lambda n: (tag is None or n.tag == tag)
-            and (cls is None or cls in n.classes)
-            and all(n.attrs.get(k) == v for k, v in wanted.items())
-        )
-
-    def one(self, tag: str | None = None, cls: str | None = None, **data: Any) -> Node:
-        """The single descendant matching; fails the test otherwise."""
-        found = self.select(tag, cls, **data)
-        assert len(found) == 1, f"expected one {tag or '*'}.{cls or '*'} {data}, found {len(found)}"
-        return found[0]
-
-    def by_id(self, element_id: str) -> Node:
-        """The element with this id."""
-        return self.one(id=element_id)
-
-
-class _TreeBuilder(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.root = Node("#document", {})
-        self.stack = [self.root]
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        node = Node(tag, {k: v or "" for k, v in attrs})
-        self.stack[-1].children.append(node)
-        if tag not in _VOID:
-            self.stack.append(node)
-
-    def handle_endtag(self, tag: str) -> None:
-        for depth in range(len(self.stack) - 1, 0, -1):
-            if self.stack[depth].tag == tag:
-                del self.stack[depth:]
-                return
-
-    def handle_data(self, data: str) -> None:
-        self.stack[-1].children.append(data)
-
-
-def parse_html(html: str) -> Node:
-    """Parse serialized HTML (Chromium's ``--dump-dom``) into `Node` s."""
-    builder = _TreeBuilder()
-    builder.feed(html)
-    builder.close()
-    return builder.root
-
-
-# -- PNG --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Image:
-    """A decoded 8-bit PNG: size and one bytes row per line (channels interleaved)."""
-
-    width: int
-    height: int
-    channels: int
-    rows: list[bytes]
-
-    def pixel(self, x: int, y: int) -> tuple[int, ...]:
-        """The channel values at (x, y)."""
-        start = x * self.channels
-        return tuple(self.rows[y][start : start + self.channels])
-
-    def colours(self) -> set[bytes]:
-        """The distinct RGB(A) values of the image."""
-        c = self.channels
-        distinct: set[bytes] = set()
-        for row in self.rows:
-            distinct.update(row[i : i + c] for i in range(0, len(row), c))
-        return distinct
-
-
-def _paeth(a: int, b: int, c: int) -> int:
-    p = a + b - c
-    pa, pb, pc = abs(p - a), abs(p - b), abs(p - c)
-    if pa <= pb and pa <= pc:
-        return a
-    return b if pb <= pc else c
-
-
-def decode_png(data: bytes) -> Image:
-    """Decode a non-interlaced 8-bit greyscale/RGB/RGBA PNG with the standard library only."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
-    pos, idat, header = 8, bytearray(), b""
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos : pos + 4])
-        kind, body = data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + length]
-        pos += 12 + length
-        if kind == b"IHDR":
-            header = body
-        elif kind == b"IDAT":
-            idat += body
-        elif kind == b"IEND":
-            break
-    width, height, depth, colour_type, _, _, interlace = struct.unpack(">IIBBBBB", header)
-    assert depth == 8 and interlace == 0, f"unsupported PNG: depth {depth}, interlace {interlace}"
-    channels = {0: 1, 2: 3, 4: 2, 6: 4}[colour_type]
-    raw = zlib.decompress(bytes(idat))
-    stride = width * channels
-    rows: list[bytes] = []
-    prev = bytearray(stride)
-    for y in range(height):
-        start = y * (stride + 1)
-        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
-        if kind == 1:
-            for i in range(channels, stride):
-                line[i] = (line[i] + line[i - channels]) & 0xFF
-        elif kind == 2:
-            line = bytearray((a + b) & 0xFF for a, b in zip(line, prev, strict=True))
-        elif kind == 3:
-            for i in range(stride):
-                left = line[i - channels] if i >= channels else 0
-                line[i] = (line[i] + ((left + prev[i]) >> 1)) & 0xFF
-        elif kind == 4:
-            for i in range(stride):
-                left = line[i - channels] if i >= channels else 0
-                up_left = prev[i - channels] if i >= channels else 0
-                line[i] = (line[i] + _paeth(left, prev[i], up_left)) & 0xFF
-        rows.append(bytes(line))
-        prev = line
-    return Image(width, height, channels, rows)
 
 
 # -- the scene --------------------------------------------------------------------------------------
@@ -364,7 +119,16 @@ def test_list_shows_every_invocation_with_its_status(scene: Scene) -> None:
     assert "awakeable awk_" in rows[scene.ids["awaiting"]].text
     assert "paused by an operator" in rows[scene.ids["paused"]].text
     counts = {a.attrs["data-status"]: a.one("span", "num").text for a in dom.by_id("counts").select("a")}
-    assert counts["suspended"] == "2" and counts["paused"] == "1" and counts["completed"] == "3", counts
+    assert counts == {
+        "": "6",
+        "scheduled": "0",
+        "pending": "0",
+        "running": "0",
+        "suspended": "2",
+        "backing-off": "0",
+        "paused": "1",
+        "completed": "3",
+    }, counts
     service_options = [o.text for o in dom.by_id("filter-service").select("option")]
     assert {"Sleeper", "Caller", "Child", "Approver"} <= set(service_options)
 
@@ -377,7 +141,10 @@ def test_list_filters_and_pages(scene: Scene) -> None:
     assert [o.text for o in selected] == ["suspended"]
 
     sleeper = scene.browser.dom(scene.url("#/?service=Sleeper"))
-    assert {row.attrs["data-inv"] for row in sleeper.select("tr", "inv")} == {scene.ids["sleeping"], scene.ids["paused"]}
+    assert {row.attrs["data-inv"] for row in sleeper.select("tr", "inv")} == {
+        scene.ids["sleeping"],
+        scene.ids["paused"],
+    }
     assert "disabled" not in sleeper.by_id("filter-handler").attrs  # handlers of the chosen service
 
     first_page = scene.browser.dom(scene.url("#/?limit=20&status=completed"))
@@ -447,6 +214,17 @@ def test_timeline_of_a_completed_call(scene: Scene) -> None:
     assert "Completed" in facts and "took" in facts
 
 
+def test_step_durations_of_the_child(scene: Scene) -> None:
+    """The child's first step sleeps 0.5 s (`tests.handlers.durable.CHILD_STEP_SLEEP`)."""
+    slow = scene.proxy.invocation(scene.child)["journal"][0]["entry"]
+    assert slow["name"] == "slow" and 450 <= slow["duration_ms"] < 5000, slow
+    dom = scene.browser.dom(scene.url(f"#/inv/{scene.child}"))
+    step = dom.by_id("timeline").one("li", "step", data_index=0)
+    shown = step.one("span", "timing").one("b").text
+    assert shown == f"{slow['duration_ms']} ms", shown
+    assert len(dom.by_id("timeline").select("div", "track")) == 2
+
+
 def test_failed_and_paused_invocations(scene: Scene) -> None:
     failed = scene.browser.dom(scene.url(f"#/inv/{scene.ids['failed']}"))
     assert "422" in failed.by_id("failure").text and "negative input -1" in failed.by_id("failure").text
@@ -467,9 +245,10 @@ def test_unknown_invocation_says_so(scene: Scene) -> None:
     assert "inv_doesnotexist not found" in dom.by_id("main").text
 
 
-@pytest.mark.parametrize("page", ["list", "timeline"])
+@pytest.mark.parametrize("page", ["list", "waiting", "steps"])
 def test_screenshot_is_a_rendered_page(scene: Scene, page: str) -> None:
-    fragment = "" if page == "list" else f"#/inv/{scene.ids['awaiting']}"
+    """The list, a timeline with waiting points, and one with timed steps (the child's slow step)."""
+    fragment = {"list": "", "waiting": f"#/inv/{scene.ids['awaiting']}", "steps": f"#/inv/{scene.child}"}[page]
     path = scene.browser.screenshot(scene.url(fragment), scene.browser.workdir / f"{page}.png")
     print(f"screenshot: {path}")
     image = decode_png(path.read_bytes())
@@ -478,3 +257,50 @@ def test_screenshot_is_a_rendered_page(scene: Scene, page: str) -> None:
     assert image.pixel(WINDOW[0] // 2, WINDOW[1] - 4)[:3] != HEADER_RGB
     colours = image.colours()
     assert len(colours) > 100, f"only {len(colours)} colours: a blank or unstyled page"
+
+
+def test_action_buttons_drive_the_admin_api(scene: Scene) -> None:
+    """Click pause, resume, kill and purge in a live page (over the DevTools protocol).
+
+    Runs last in this module: it adds an invocation of its own, which the tests above do not expect.
+    """
+    proxy = scene.proxy
+    inv = proxy.send("Sleeper/doze", 3600)
+    proxy.wait_status(inv, "suspended")
+    head = "document.querySelector('section.head')"
+
+    def click(action: str) -> None:
+        button = f"document.querySelector('button[data-action={action}]')"
+        page.wait_for(f"{button} && !{button}.disabled")
+        page.evaluate(f"{button}.click(), true")
+
+    with DevToolsPage(scene.browser.binary, scene.browser.workdir, scene.url(f"#/inv/{inv}")) as page:
+        page.wait_for(f"{head} && {head}.dataset.status === 'suspended'")
+        page.evaluate("window.confirm = () => true, true")  # kill and purge ask first
+
+        click("pause")
+        proxy.wait_status(inv, "paused", timeout=10)
+        page.wait_for(f"{head}.dataset.status === 'paused'")
+        assert "pause: done" in page.evaluate("document.getElementById('banner').textContent")
+
+        click("resume")
+        proxy.wait_status(inv, ("suspended", "running", "pending"), timeout=10)
+        page.wait_for(f"{head}.dataset.status !== 'paused'")
+
+        click("kill")
+        killed = proxy.wait_status(inv, "completed", timeout=10)
+        assert killed["failure"]["code"] == 409, killed
+        page.wait_for("document.getElementById('failure') !== null")
+
+        click("purge")
+        page.wait_for("document.getElementById('main').dataset.view === 'list'")  # back to the list
+        gone = proxy.http.get(f"{proxy.admin}/invocations/{inv}")
+        assert gone.status_code == 404, gone.text
+        page.wait_for(f"!document.querySelector('tr[data-inv=\"{inv}\"]')")
+
+        # The id box opens an invocation.
+        page.evaluate(
+            f"document.getElementById('goto-id').value = '{scene.ids['sleeping']}',"
+            "document.getElementById('goto').requestSubmit(), true"
+        )
+        page.wait_for(f"{head} && {head}.dataset.inv === '{scene.ids['sleeping']}'")

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from handlers_sdk.protocol import CallEntry, Failure, JournalItem
@@ -26,6 +28,7 @@ from proxy.writer import Txn
 __all__ = ["cancel", "kill", "pause_invocation", "purge", "resume"]
 
 _item = msgspec.json.Decoder(JournalItem)
+_Action = Callable[[Txn, str, int, int, Effects], InvocationRecord]
 _NOT_STARTED = frozenset({"pending", "scheduled"})
 
 
@@ -46,8 +49,10 @@ def _open_children(txn: Txn, invocation_id: str) -> list[str]:
     return children
 
 
-def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects) -> InvocationRecord:
-    """Cancel an invocation and its open children (see the module docstring).
+def _open(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, action: _Action) -> (
+    InvocationRecord
+):
+    """The record of a not yet completed invocation, after applying `action` to its open children.
 
     Raises:
         NotFound: unknown invocation.
@@ -58,9 +63,20 @@ def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: E
         raise Conflict(f"invocation {invocation_id} has already completed")
     for child in _open_children(txn, invocation_id):
         try:
-            cancel(txn, child, now, retention_ms, effects)
+            action(txn, child, now, retention_ms, effects)
         except (NotFound, Conflict):
             pass
+    return record
+
+
+def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects) -> InvocationRecord:
+    """Cancel an invocation and its open children (see the module docstring).
+
+    Raises:
+        NotFound: unknown invocation.
+        Conflict: it has already completed.
+    """
+    record = _open(txn, invocation_id, now, retention_ms, effects, cancel)
     if record.status in _NOT_STARTED:
         done = complete(record, now, retention_ms, failure=Failure(code=409, message="invocation cancelled"))
         finish(txn, done, now, effects)
@@ -78,14 +94,7 @@ def kill(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Eff
         NotFound: unknown invocation.
         Conflict: it has already completed.
     """
-    record = _get(txn, invocation_id)
-    if record.is_completed:
-        raise Conflict(f"invocation {invocation_id} has already completed")
-    for child in _open_children(txn, invocation_id):
-        try:
-            kill(txn, child, now, retention_ms, effects)
-        except (NotFound, Conflict):
-            pass
+    record = _open(txn, invocation_id, now, retention_ms, effects, kill)
     done = complete(record, now, retention_ms, failure=Failure(code=409, message="invocation killed"))
     finish(txn, done, now, effects)
     return done

@@ -343,7 +343,7 @@ class _Supervisor:
             "  services  " + ("\n            ".join(_describe(manifest)) or "(none)"),
             "try:",
             f"  curl -s -X POST {self.ingress_url}/{_sample_path(manifest)} -H 'content-type: application/json' "
-            "-d '{}'",
+            "-d '{}'  # the handler's input as JSON",
             f"  python -m proxy invocations ls --all --admin {self.admin_url}",
         ]
         self.say("\n".join(lines))

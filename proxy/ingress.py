@@ -107,9 +107,8 @@ def create_ingress(runtime: Runtime) -> Starlette:
             )
         return outcome_response(await runtime.wait(record.id))
 
-    async def invocation(request: Request) -> Response:
-        invocation_id = request.path_params["invocation_id"]
-        action = request.path_params["action"]
+    async def attach_or_output(invocation_id: str, action: str) -> Response:
+        """``attach`` waits for the outcome; ``output`` answers 470 while there is none."""
         if action == "attach":
             return outcome_response(await runtime.wait(invocation_id))
         if action == "output":
@@ -119,17 +118,12 @@ def create_ingress(runtime: Runtime) -> Starlette:
             return outcome_response(record)
         raise NotFound(f"unknown action '{action}': use attach or output")
 
+    async def invocation(request: Request) -> Response:
+        return await attach_or_output(request.path_params["invocation_id"], request.path_params["action"])
+
     async def workflow(request: Request) -> Response:
         invocation_id = runtime.workflow_run(request.path_params["workflow"], request.path_params["key"])
-        action = request.path_params["action"]
-        if action == "attach":
-            return outcome_response(await runtime.wait(invocation_id))
-        if action == "output":
-            record = runtime.get(invocation_id)
-            if not record.is_completed:
-                raise NotReady(f"workflow run {invocation_id} has not completed yet")
-            return outcome_response(record)
-        raise NotFound(f"unknown action '{action}': use attach or output")
+        return await attach_or_output(invocation_id, request.path_params["action"])
 
     async def awakeable(request: Request) -> Response:
         action = request.path_params["action"]

@@ -31,9 +31,7 @@ class TransportError(Exception):
 class Transport(Protocol):
     """What the invoker and the registry need from an HTTP client."""
 
-    async def request(
-        self, method: str, url: str, body: bytes = b"", timeout: float | None = None
-    ) -> HttpResponse:
+    async def request(self, method: str, url: str, body: bytes = b"", timeout: float | None = None) -> HttpResponse:
         """Send one request; the body of the answer is capped at the transport's limit."""
         ...
 
@@ -60,9 +58,7 @@ class HttpxTransport:
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
 
-    async def request(
-        self, method: str, url: str, body: bytes = b"", timeout: float | None = None
-    ) -> HttpResponse:
+    async def request(self, method: str, url: str, body: bytes = b"", timeout: float | None = None) -> HttpResponse:
         """Send one request with httpx."""
         try:
             async with self._client.stream(
@@ -95,6 +91,7 @@ class AiohttpTransport:
         self._max = max_response_bytes
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
+        self._timeouts: dict[float | None, aiohttp.ClientTimeout] = {}
 
     def _get(self) -> object:
         if self._session is None:
@@ -107,23 +104,26 @@ class AiohttpTransport:
             )
         return self._session
 
-    async def request(
-        self, method: str, url: str, body: bytes = b"", timeout: float | None = None
-    ) -> HttpResponse:
+    async def request(self, method: str, url: str, body: bytes = b"", timeout: float | None = None) -> HttpResponse:
         """Send one request with aiohttp."""
         aiohttp = self._aiohttp
         session = self._get()
+        client_timeout = self._timeouts.get(timeout)
+        if client_timeout is None:
+            client_timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout)
+            if len(self._timeouts) < 64:
+                self._timeouts[timeout] = client_timeout
         try:
             async with session.request(  # type: ignore[attr-defined]
-                method,
-                url,
-                data=body or None,
-                headers=_HEADERS,
-                timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=self._connect_timeout),
+                method, url, data=body or None, headers=_HEADERS, timeout=client_timeout
             ) as response:
                 length = response.content_length
-                if length is not None and length > self._max:
-                    raise TransportError(f"response larger than {self._max} bytes")
+                if length is not None:
+                    if length > self._max:
+                        raise TransportError(f"response larger than {self._max} bytes")
+                    # The common case (the handler SDK always sends content-length): one read.
+                    data = await response.read()
+                    return HttpResponse(response.status, _lower(response.headers), data)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.content.iter_any():
@@ -131,8 +131,7 @@ class AiohttpTransport:
                     if size > self._max:
                         raise TransportError(f"response larger than {self._max} bytes")
                     chunks.append(chunk)
-                headers = {k.lower(): v for k, v in response.headers.items()}
-                return HttpResponse(response.status, headers, b"".join(chunks))
+                return HttpResponse(response.status, _lower(response.headers), b"".join(chunks))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc
 
@@ -141,3 +140,7 @@ class AiohttpTransport:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _lower(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}

@@ -499,8 +499,8 @@
       "section",
       { class: "card" },
       h("h2", {}, "Journal ", h("span", { class: "muted" }, `${journal.length} entr${journal.length === 1 ? "y" : "ies"}`)),
-      timed.length ? null : h("p", { class: "muted hint" },
-        "Steps carry no timings (handler SDK without them): entries are shown in journal order."),
+      timed.length || !journal.some((it) => it.entry.type === "run") ? null : h("p", { class: "muted hint" },
+        "These steps carry no timings (journaled by an SDK without them): entries are shown in journal order."),
       items.length
         ? h("ol", { class: "timeline", id: "timeline" }, items)
         : h("p", { class: "empty" }, "The journal is empty: no step has completed yet."),
@@ -631,7 +631,7 @@
     const index = journal.length ? Math.max(...journal.map((it) => it.index)) + 1 : 0;
     let text;
     switch (view.status) {
-      case "running": text = `running: attempt ${view.attempt} is past entry #${index - 1}`; break;
+      case "running": text = `running: attempt ${view.attempt}${index ? ` is past entry #${index - 1}` : ""}`; break;
       case "backing-off": text = `backing off: retry ${view.retry_count} ${view.next_retry_ms ? fmtRelative(view.next_retry_ms) : "soon"}`; break;
       case "paused": text = "paused: resume it to try again"; break;
       case "suspended": text = "suspended: re-invoked when what it waits on completes"; break;

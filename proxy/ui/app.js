@@ -15,6 +15,8 @@
     cancel: "Cancel this invocation? Its handler gets a cancellation error at its next step.",
   };
   const REFRESH_MS = 2000;
+  /** Entry types the proxy completes (the handler may wait on them). */
+  const COMPLETABLE = new Set(["sleep", "call", "awakeable", "promise_get", "promise_peek", "promise_complete"]);
   const SUMMARY_CHARS = 140;
 
   const state = {
@@ -95,9 +97,23 @@
     return delta >= 0 ? `in ${fmtDuration(delta)}` : `${fmtDuration(-delta)} ago`;
   }
 
+  /** "2026-01-02 03:04:05.678 (3.00 s ago)". */
+  function whenEl(ms) {
+    return h("span", {}, fmtTime(ms), " ", h("span", { class: "muted" }, "(", timeEl(ms), ")"));
+  }
+
+  function retries(view) {
+    return plural(view.retry_count, "retry", "retries");
+  }
+
   function timeEl(ms) {
     if (!ms) return h("span", { class: "muted" }, "—");
     return h("time", { datetime: new Date(ms).toISOString(), title: fmtTime(ms) }, fmtRelative(ms));
+  }
+
+  /** "1 retry", "2 retries". */
+  function plural(n, one, many) {
+    return `${n} ${n === 1 ? one : many}`;
   }
 
   function json(value) {
@@ -205,7 +221,8 @@
         );
         showBanner("");
       } else {
-        showBanner(`Cannot reach the admin API: ${err.message}`, "error");
+        const what = err.status ? "Admin API error" : "Cannot reach the admin API";
+        showBanner(`${what}: ${err.message}`, "error");
       }
     }
   }
@@ -229,14 +246,6 @@
 
   // ---- the list ---------------------------------------------------------------------------------
 
-  async function loadServices() {
-    try {
-      state.services = (await api("services")).services || [];
-    } catch (err) {
-      state.services = [];
-    }
-  }
-
   async function renderList(query) {
     const status = query.get("status") || "";
     const service = query.get("service") || "";
@@ -250,14 +259,16 @@
     } else if (state.cursors.length && state.cursors[state.cursors.length - 1] === after) {
       state.cursors.pop(); // the browser's back button returned to the previous page
     }
-    if (!state.services.length) await loadServices();
-
     const params = new URLSearchParams({ limit });
     if (status) params.set("status", status);
     if (service) params.set("service", service);
     if (handler) params.set("handler", handler);
     if (after) params.set("after", after);
-    const page = await api(`invocations?${params}`);
+    const [page, services] = await Promise.all([
+      api(`invocations?${params}`),
+      api("services").then((body) => body.services || []).catch(() => state.services),
+    ]);
+    state.services = services;
 
     const navigate = (changes) => {
       const next = new URLSearchParams(query);
@@ -312,9 +323,10 @@
       "div",
       { class: "pager" },
       h("span", { class: "muted" },
-        `${rows.length} invocation${rows.length === 1 ? "" : "s"} on this page (pages follow id order, newest first within a page)`),
+        `${plural(rows.length, "invocation", "invocations")} on this page ` +
+          "(pages follow id order, newest first within a page)"),
       h("span", { class: "spacer" }),
-      after ? h("button", { type: "button", onclick: () => { state.cursors = []; navigate({ after: "" }); } }, "⇤ First") : null,
+      after ? h("button", { type: "button", onclick: () => navigate({ after: "" }) }, "⇤ First") : null,
       h("button", {
         type: "button",
         id: "page-prev",
@@ -347,10 +359,10 @@
       h("td", {}, invLink(view.id)),
       h("td", { class: "target" }, view.target),
       h("td", {}, statusBadges(view)),
-      h("td", { class: "num" }, `${view.attempt}${view.retry_count ? ` (${view.retry_count} retries)` : ""}`),
+      h("td", { class: "num" }, view.attempt, view.retry_count ? ` (${retries(view)})` : ""),
       h("td", {}, timeEl(view.created_ms)),
       h("td", {}, timeEl(view.modified_ms)),
-      h("td", { class: "note" }, note),
+      h("td", { class: "note", title: note ? note.textContent : null }, note),
     );
   }
 
@@ -372,14 +384,15 @@
     const facts = [
       ["Target", view.target],
       ["Status", statusBadges(view)],
-      ["Attempt", `${view.attempt}${view.retry_count ? ` · ${view.retry_count} retries` : ""}`],
-      ["Created", h("span", {}, fmtTime(view.created_ms), " ", h("span", { class: "muted" }, `(${fmtRelative(view.created_ms)})`))],
-      ["Modified", h("span", {}, fmtTime(view.modified_ms), " ", h("span", { class: "muted" }, `(${fmtRelative(view.modified_ms)})`))],
+      ["Attempt", `${view.attempt}${view.retry_count ? ` · ${retries(view)}` : ""}`],
+      ["Created", whenEl(view.created_ms)],
+      ["Modified", whenEl(view.modified_ms)],
     ];
     if (view.completed_ms) {
-      facts.push(["Completed", `${fmtTime(view.completed_ms)} (took ${fmtDuration(view.completed_ms - view.created_ms)})`]);
+      const took = fmtDuration(view.completed_ms - view.created_ms);
+      facts.push(["Completed", h("span", {}, fmtTime(view.completed_ms), ` (took ${took})`)]);
     }
-    if (view.next_retry_ms) facts.push(["Next retry", h("span", {}, fmtTime(view.next_retry_ms), " (", timeEl(view.next_retry_ms), ")")]);
+    if (view.next_retry_ms) facts.push(["Next retry", whenEl(view.next_retry_ms)]);
     if (view.idempotency_key) facts.push(["Idempotency key", h("code", {}, view.idempotency_key)]);
     if (view.deployment_id) facts.push(["Deployment", h("code", {}, view.deployment_id)]);
 
@@ -393,7 +406,12 @@
         disabled: !actionApplies(action, view),
         onclick: () => act(action, view.id),
       }, action)),
-      h("a", { href: `invocations/${encodeURIComponent(view.id)}/journal`, class: "export", download: `${view.id}.json` }, "export journal"),
+      h("a", {
+        href: `invocations/${encodeURIComponent(view.id)}/journal`,
+        class: "export",
+        download: `${view.id}.json`,
+        title: "For local replay: python -m handlers_sdk replay <file> module:app",
+      }, "export journal"),
     );
 
     const header = h(
@@ -411,14 +429,17 @@
         h("b", {}, `Last failure (attempt ${view.attempt}): `), failureEl(view.last_failure)));
     }
     if (done && view.failure) {
-      outcome.push(h("div", { class: "alert alert-error", id: "failure" }, h("b", {}, "Failed: "), failureEl(view.failure)));
+      outcome.push(h("div", { class: "alert alert-error", id: "failure" },
+        h("b", {}, "Failed: "), failureEl(view.failure)));
     } else if (done) {
-      outcome.push(h("div", { class: "alert alert-ok", id: "result" }, h("b", {}, "Result: "), valueEl(view.result, `result:${view.id}`)));
+      outcome.push(h("div", { class: "alert alert-ok", id: "result" },
+        h("b", {}, "Result: "), valueEl(view.result, `result:${view.id}`)));
     }
     if (view.waiting_on && view.waiting_on.length) {
       outcome.push(h("div", { class: "alert alert-wait", id: "waiting" },
         h("b", {}, "Waiting on: "),
-        h("ul", {}, view.waiting_on.map((w) => h("li", { dataset: { kind: w.kind, index: w.index } }, waitDetail(w))))));
+        h("ul", {}, view.waiting_on.map((w) =>
+          h("li", { dataset: { kind: w.kind, index: w.index } }, waitDetail(w))))));
     }
 
     return h("div", { class: "invocation" }, header, outcome, timeline(view));
@@ -498,7 +519,7 @@
     return h(
       "section",
       { class: "card" },
-      h("h2", {}, "Journal ", h("span", { class: "muted" }, `${journal.length} entr${journal.length === 1 ? "y" : "ies"}`)),
+      h("h2", {}, "Journal ", h("span", { class: "muted" }, plural(journal.length, "entry", "entries"))),
       timed.length || !journal.some((it) => it.entry.type === "run") ? null : h("p", { class: "muted hint" },
         "These steps carry no timings (journaled by an SDK without them): entries are shown in journal order."),
       items.length
@@ -511,7 +532,7 @@
     const e = item.entry;
     const type = e.type;
     const isWaiting = waiting.has(item.index);
-    const completable = ["sleep", "call", "awakeable", "promise_get", "promise_peek", "promise_complete"].includes(type);
+    const completable = COMPLETABLE.has(type);
     let phase = "done";
     if (e.failure) phase = "failed";
     else if (completable && !e.completed) phase = isWaiting ? "waiting" : "pending";
@@ -632,19 +653,26 @@
     let text;
     switch (view.status) {
       case "running": text = `running: attempt ${view.attempt}${index ? ` is past entry #${index - 1}` : ""}`; break;
-      case "backing-off": text = `backing off: retry ${view.retry_count} ${view.next_retry_ms ? fmtRelative(view.next_retry_ms) : "soon"}`; break;
+      case "backing-off":
+        text = `backing off: retry ${view.retry_count} ${view.next_retry_ms ? fmtRelative(view.next_retry_ms) : "soon"}`;
+        break;
       case "paused": text = "paused: resume it to try again"; break;
       case "suspended": text = "suspended: re-invoked when what it waits on completes"; break;
-      case "scheduled": text = `scheduled${view.next_retry_ms ? ` to start ${fmtRelative(view.next_retry_ms)}` : ""}`; break;
+      case "scheduled":
+        text = `scheduled${view.next_retry_ms ? ` to start ${fmtRelative(view.next_retry_ms)}` : ""}`;
+        break;
       default: text = `${view.status}: waiting for its turn`;
     }
-    return h("li", { class: `step step-next status-${view.status}`, dataset: { index, kind: "next", state: view.status } },
+    const dataset = { index, kind: "next", state: view.status };
+    return h("li", { class: `step step-next status-${view.status}`, dataset },
       h("span", { class: "dot", "aria-hidden": "true" }),
       h("div", { class: "step-title" }, h("span", { class: "index" }, `#${index}`), badge("next", "next"),
         h("span", { class: "step-name" }, text),
         h("span", { class: "spacer" }),
-        h("span", { class: "timing" }, `attempt ${view.attempt}${view.retry_count ? `, ${view.retry_count} retries` : ""}`)),
-      view.last_failure ? h("div", { class: "step-body" }, h("span", { class: "label" }, "last failure "), failureEl(view.last_failure)) : null);
+        h("span", { class: "timing" }, `attempt ${view.attempt}${view.retry_count ? `, ${retries(view)}` : ""}`)),
+      view.last_failure
+        ? h("div", { class: "step-body" }, h("span", { class: "label" }, "last failure "), failureEl(view.last_failure))
+        : null);
   }
 
   // ---- start ------------------------------------------------------------------------------------
@@ -653,10 +681,9 @@
     clearTimeout(state.timer);
     if (document.getElementById("auto-refresh").checked) {
       state.timer = setTimeout(async () => {
-        // Do not re-render under the operator's cursor while they pick from a filter.
+        // Do not re-render a filter while the operator is picking from it.
         const active = document.activeElement;
-        const picking = active && (active.tagName === "SELECT" || (active.tagName === "INPUT" && active.type === "text"));
-        if (!picking) await render();
+        if (!(active && active.tagName === "SELECT")) await render();
         schedule();
       }, REFRESH_MS);
     }

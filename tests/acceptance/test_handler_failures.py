@@ -3,6 +3,7 @@ or answers too much; the proxy retries with bounded backoff, pauses visibly, and
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import threading
@@ -40,9 +41,7 @@ def test_handler_sigkill_mid_step_under_load(cluster: Cluster) -> None:
     counts = check_history(cluster, proxy, job, crashes=1)
     assert counts["fail"] == 0 and counts["unknown"] == 0  # handler crashes are invisible to clients
     # Exactly one step execution was lost with the process: the one that had just ended.
-    total_extra = sum(
-        n - 1 for inv in cluster.ledger.invocations() for n in cluster.ledger.start_counts(inv).values()
-    )
+    total_extra = sum(n - 1 for inv in cluster.ledger.invocations() for n in cluster.ledger.start_counts(inv).values())
     assert 1 <= total_extra <= 8, total_extra  # <= 1 per invocation in flight at the kill
 
 
@@ -59,7 +58,7 @@ def test_retry_after_is_honoured(cluster: Cluster) -> None:
     assert response.status_code == 200, response.text
     times = [r["t"] for r in _requests(log)]
     assert len(times) == 3
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     assert all(gap >= 0.98 for gap in gaps), gaps
     assert proxy.invocation(response.headers["x-restate-id"])["last_failure"]["code"] == 503
 
@@ -72,9 +71,7 @@ def test_hanging_or_dripping_handler_times_out_without_leaks(cluster: Cluster, m
     handler = cluster.handler(
         "tests.handlers.misbehave:application", env={"MISBEHAVE_MODE": mode, "MISBEHAVE_LOG": str(log)}
     )
-    proxy = cluster.proxy(
-        [handler], env={"PROXY_INACTIVITY_TIMEOUT": "700ms", "PROXY_RETRY_MAX_ATTEMPTS": "4"}
-    )
+    proxy = cluster.proxy([handler], env={"PROXY_INACTIVITY_TIMEOUT": "700ms", "PROXY_RETRY_MAX_ATTEMPTS": "4"})
     proxy.call("Ledger/nope")  # warm up the client pools (a 404) before counting fds
     fds_before = proxy.fd_count()
     invs = [proxy.send("Ledger/run", {"steps": 1}) for _ in range(3)]
@@ -87,7 +84,7 @@ def test_hanging_or_dripping_handler_times_out_without_leaks(cluster: Cluster, m
     for r in requests:
         by_inv.setdefault(r["invocation_id"], []).append(r["t"])
     for times in by_inv.values():
-        gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
         assert all(gap >= 0.7 for gap in gaps), gaps  # each attempt lived the full timeout
     assert proxy.stats()["running_attempts"] == 0
     # Abandoned connections are closed, not kept: the fd count returns to where it was.
@@ -104,6 +101,7 @@ def test_handler_down_is_retried_with_capped_backoff_and_little_cpu(cluster: Clu
     invs = [proxy.send("Ledger/run", {"steps": 2}) for _ in range(20)]
     time.sleep(3.0)  # the outage
     cpu_used = proxy.cpu_seconds() - cpu_before
+    print(f"proxy CPU during the outage: {cpu_used:.3f}s")
     views = [proxy.invocation(inv) for inv in invs]
     assert all(v["status"] in ("backing-off", "running") for v in views)
     # 100, 200, 400, then 500 ms capped (+-10 %): about 8 attempts in 3 s, not hundreds.
@@ -176,9 +174,7 @@ def test_poison_handler_is_paused_after_bounded_attempts_and_resumes_after_a_fix
 def test_response_over_cap_fails_the_attempt_then_pauses(cluster: Cluster) -> None:
     """#13 (response): a handler answer over max_response_bytes is a transient failure, then pause."""
     handler = cluster.handler()
-    proxy = cluster.proxy(
-        [handler], env={"PROXY_MAX_RESPONSE_BYTES": "256KiB", "PROXY_RETRY_MAX_ATTEMPTS": "2"}
-    )
+    proxy = cluster.proxy([handler], env={"PROXY_MAX_RESPONSE_BYTES": "256KiB", "PROXY_RETRY_MAX_ATTEMPTS": "2"})
     inv = proxy.send("Ledger/big_result", 1024 * 1024)
     view = proxy.wait_status(inv, "paused", timeout=20)
     assert view["retry_count"] == 2

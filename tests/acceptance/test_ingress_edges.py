@@ -5,6 +5,7 @@ cannot block others or lose an invocation."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -199,10 +200,8 @@ async def _slowloris(proxy: ProxyProc, header_conns: int, body_conns: int) -> tu
     for writer in writers:
         writer.close()
     for writer in writers:
-        try:
+        with contextlib.suppress(ConnectionError):
             await writer.wait_closed()
-        except ConnectionError:
-            pass
     return latencies, answers
 
 

@@ -85,8 +85,8 @@ def test_crash_point(cluster: Cluster, fault: str) -> None:
             # Nothing of the op in flight was stored.
             assert proxy.counts()["invocations"] == in_flight - 1
             assert proxy.counts()["idempotency"] == in_flight - 1
-        for _ in range(2):
-            assert run_op(n := n + 1).outcome == "ok"
+        for extra in range(1, 3):
+            assert run_op(n + extra).outcome == "ok"
     finally:
         client.close()
     counts = check_history(cluster, proxy, JOB, crashes=1)

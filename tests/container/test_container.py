@@ -136,7 +136,7 @@ def _ensure_base() -> float | None:
     result = subprocess.run(
         ["bash", str(REPO / "scripts" / "container_base.sh")],
         cwd=REPO, env={**os.environ, "BASE_IMAGE": BASE_IMAGE},
-        capture_output=True, text=True, timeout=420, check=False, stdin=subprocess.DEVNULL,
+        capture_output=True, text=True, timeout=360, check=False, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     if result.returncode != 0:
         _fail("scripts/container_base.sh", result)
@@ -156,7 +156,7 @@ def _build(runtime_flags: list[str], tmp: Path) -> tuple[str, float]:
         args += ["-v", f"{HOST_CA_BUNDLE}:{HOST_CA_BUNDLE}:ro"]
     previous = _image_id(IMAGE)
     started = time.monotonic()
-    podman(*args, str(REPO), timeout=420)
+    podman(*args, str(REPO), timeout=200)
     seconds = time.monotonic() - started
     image_id = iidfile.read_text().strip().removeprefix("sha256:")
     if previous and not image_id.startswith(previous[:12]) and not previous.startswith(image_id[:12]):

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,12 @@ __all__ = [
     "HandlerProc",
     "History",
     "Ledger",
+    "LedgerLine",
+    "Op",
     "Proc",
     "ProxyProc",
-    "fsize_limit",
     "free_port",
+    "fsize_limit",
     "poll",
 ]
 
@@ -282,19 +284,20 @@ class ProxyProc(Proc):
 
         def up() -> bool:
             if not self.alive:
-                raise AssertionError(f"{self.name} exited early (code {self.popen and self.popen.poll()}):\n"
-                                     f"{self.log_tail()}")
+                raise AssertionError(
+                    f"{self.name} exited early (code {self.popen and self.popen.poll()}):\n{self.log_tail()}"
+                )
             admin = self.http.get(self.admin + "/health", timeout=2)
             ingress = self.http.get(self.ingress + "/health", timeout=2)
             return admin.status_code == 200 and ingress.status_code == 200 and admin.json()["status"] == "ok"
 
         poll(up, timeout, message=f"{self.name} /health")
         for name in services:
-            poll(
-                lambda n=name: self.http.get(f"{self.admin}/services/{n}", timeout=2).status_code == 200,
-                timeout,
-                message=f"service {name} registered",
-            )
+
+            def registered(name: str = name) -> bool:
+                return self.http.get(f"{self.admin}/services/{name}", timeout=2).status_code == 200
+
+            poll(registered, timeout, message=f"service {name} registered")
 
     def restart(self, env: Mapping[str, str] | None = None, services: Iterable[str] = ()) -> None:
         """Start again on the same data dir and ports (after a kill or exit) and wait until ready."""
@@ -621,14 +624,3 @@ class Cluster:
         """Kill and reap every process this test started."""
         for proc in reversed(self.procs):
             proc.stop()
-
-
-@contextlib.contextmanager
-def background(fn: Callable[[], Any]) -> Iterator[threading.Thread]:
-    """Run `fn` in a daemon thread for the duration of a with-block (joined at the end)."""
-    thread = threading.Thread(target=fn, daemon=True)
-    thread.start()
-    try:
-        yield thread
-    finally:
-        thread.join(30)

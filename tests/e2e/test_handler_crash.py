@@ -4,6 +4,7 @@ invocation completes; steps before k never ran twice, the in-flight step ran at 
 from __future__ import annotations
 
 import signal
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,9 @@ pytestmark = pytest.mark.e2e
 STEPS = 10
 
 
-def _check_completed(cluster: Cluster, proxy_view: dict, result: dict, crash_step: int, crashes: int = 1) -> None:
+def _check_completed(
+    cluster: Cluster, proxy_view: dict[str, Any], result: dict[str, Any], crash_step: int, crashes: int = 1
+) -> None:
     inv = proxy_view["id"]
     journal = proxy_view["journal"]
     assert [item["index"] for item in journal] == list(range(STEPS))

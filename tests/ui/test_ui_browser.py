@@ -63,7 +63,14 @@ def scene(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     cluster = Cluster(tmp)
     try:
         handler = cluster.handler("tests.handlers.durable:application")
-        proxy = cluster.proxy([handler], services=("Sleeper", "Caller", "Child", "Approver"))
+        # Poison/run journals two steps, then its process dies: the invocation backs off, and
+        # with a 2-minute retry delay it stays backing-off for the whole module.
+        poison = cluster.handler("tests.handlers.poison:application", name="poison")
+        proxy = cluster.proxy(
+            [handler, poison],
+            services=("Sleeper", "Caller", "Child", "Approver", "Poison"),
+            env={"PROXY_RETRY_INITIAL_INTERVAL": "120s", "PROXY_RETRY_MAX_INTERVAL": "120s"},
+        )
         ids: dict[str, str] = {}
 
         called = proxy.call("Caller/call_child", 3)
@@ -82,6 +89,9 @@ def scene(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             proxy.wait_status(ids[key], "suspended")
         paused = proxy.http.patch(f"{proxy.admin}/invocations/{ids['paused']}/pause")
         assert paused.status_code == 200 and paused.json()["status"] == "paused", paused.text
+
+        ids["retrying"] = proxy.send("Poison/run")
+        proxy.wait_status(ids["retrying"], "backing-off")
 
         browser_dir = tmp / "browser"
         browser_dir.mkdir()
@@ -105,7 +115,7 @@ def test_list_shows_every_invocation_with_its_status(scene: Scene) -> None:
     rows = {row.attrs["data-inv"]: row for row in dom.select("tr", "inv")}
     expected = {
         "completed": "completed", "failed": "completed", "sleeping": "suspended",
-        "awaiting": "suspended", "paused": "paused",
+        "awaiting": "suspended", "paused": "paused", "retrying": "backing-off",
     }  # fmt: skip
     for key, status in expected.items():
         inv = scene.ids[key]
@@ -118,14 +128,15 @@ def test_list_shows_every_invocation_with_its_status(scene: Scene) -> None:
     assert "timer in 59m" in rows[scene.ids["sleeping"]].text
     assert "awakeable awk_" in rows[scene.ids["awaiting"]].text
     assert "paused by an operator" in rows[scene.ids["paused"]].text
+    assert "(1 retry)" in rows[scene.ids["retrying"]].text
     counts = {a.attrs["data-status"]: a.one("span", "num").text for a in dom.by_id("counts").select("a")}
     assert counts == {
-        "": "6",
+        "": "7",
         "scheduled": "0",
         "pending": "0",
         "running": "0",
         "suspended": "2",
-        "backing-off": "0",
+        "backing-off": "1",
         "paused": "1",
         "completed": "3",
     }, counts
@@ -243,15 +254,32 @@ def test_failed_and_paused_invocations(scene: Scene) -> None:
     assert buttons["resume"] and not buttons["pause"]
 
 
+def test_backing_off_invocation(scene: Scene) -> None:
+    inv = scene.ids["retrying"]
+    view = scene.proxy.invocation(inv)
+    assert view["last_failure"] and view["next_retry_ms"], view
+    dom = scene.browser.dom(scene.url(f"#/inv/{inv}"))
+    assert dom.one("section", "head").attrs["data-status"] == "backing-off"
+    assert view["last_failure"]["message"] in dom.by_id("last-failure").text
+    timeline = dom.by_id("timeline")
+    assert [li.attrs["data-kind"] for li in timeline.select("li", "step")] == ["run", "run", "next"]
+    nxt = timeline.one("li", "step-next")
+    assert nxt.attrs["data-index"] == "2" and nxt.attrs["data-state"] == "backing-off"
+    assert "retry 1 in 1m" in nxt.text and "attempt 1, 1 retry" in nxt.text
+    assert view["last_failure"]["message"] in nxt.text
+    assert "Next retry" in dom.one("dl", "facts").text
+
+
 def test_unknown_invocation_says_so(scene: Scene) -> None:
     dom = scene.browser.dom(scene.url("#/inv/inv_doesnotexist"))
     assert "inv_doesnotexist not found" in dom.by_id("main").text
 
 
-@pytest.mark.parametrize("page", ["list", "waiting", "steps"])
+@pytest.mark.parametrize("page", ["list", "waiting", "steps", "retrying"])
 def test_screenshot_is_a_rendered_page(scene: Scene, page: str) -> None:
-    """The list, a timeline with waiting points, and one with timed steps (the child's slow step)."""
-    fragment = {"list": "", "waiting": f"#/inv/{scene.ids['awaiting']}", "steps": f"#/inv/{scene.child}"}[page]
+    """The list, and timelines with waiting points, timed steps (the child's) and a retry."""
+    shown = {"list": "", "waiting": scene.ids["awaiting"], "steps": scene.child, "retrying": scene.ids["retrying"]}
+    fragment = f"#/inv/{shown[page]}" if shown[page] else ""
     path = scene.browser.screenshot(scene.url(fragment), scene.browser.workdir / f"{page}.png")
     print(f"screenshot: {path}")
     image = decode_png(path.read_bytes())

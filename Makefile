@@ -18,8 +18,9 @@ install: $(STAMP)
 run: install
 	PY=$(PY) bash scripts/run.sh
 
-## Every test: unit, component, end-to-end (real processes, SIGKILL) and acceptance.
+## Every test: unit, component, end-to-end (real processes, SIGKILL), acceptance, browser, container.
 test: install
+	bash scripts/system_deps.sh
 	$(PY) -m pytest -q -p no:cacheprovider
 
 ## Unit and component tests only.

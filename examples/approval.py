@@ -56,9 +56,7 @@ async def review(ctx: Context, request: ReviewRequest) -> dict[str, str]:
     summary = await ctx.service_call(summarize, request.text)
     awakeable_id, approval = ctx.awakeable()
     await ctx.run("notify reviewer", notify_reviewer, request.title, awakeable_id)
-    winner, verdict = await select(
-        approval=approval, timeout=ctx.sleep(timedelta(seconds=request.timeout_seconds))
-    )
+    winner, verdict = await select(approval=approval, timeout=ctx.sleep(timedelta(seconds=request.timeout_seconds)))
     if winner == "timeout":
         await ctx.run("escalate", lambda: f"escalated {request.title}")
         return {"title": request.title, "summary": summary, "outcome": "timed out: escalated"}

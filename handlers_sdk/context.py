@@ -219,8 +219,7 @@ class Context:
         try:
             return from_json(recorded.value, result_type)
         except msgspec.ValidationError as exc:
-            raise TerminalError(f"step {name!r}: journaled value does not fit {result_type}: {exc}")
-
+            raise TerminalError(f"step {name!r}: journaled value does not fit {result_type}: {exc}") from None
 
     def _match(self, index: int, attempted: Entry) -> Entry | None:
         try:
@@ -307,7 +306,6 @@ class Context:
         awk = awakeable_id(self.invocation_id, index)
         self._journal(AwakeableEntry(id=awk))
         return awk, DurableFuture(self._attempt, index, result_type)
-
 
     def object_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
         """Call a handler of a VirtualObject for `key`."""
@@ -497,9 +495,7 @@ async def _execute_untimed(
         try:
             value = await _call(fn, args, kwargs)
         except TerminalError as exc:
-            return RunEntry(
-                name=name, failure=Failure(code=exc.status_code, message=exc.message), source=source
-            )
+            return RunEntry(name=name, failure=Failure(code=exc.status_code, message=exc.message), source=source)
         except Exception as exc:
             if options is None or not options.retries_in_place():
                 raise

@@ -50,9 +50,7 @@ class JournalMismatchError(Exception):
     code = JOURNAL_MISMATCH
 
     def __init__(self, index: int, recorded: str, attempted: str) -> None:
-        super().__init__(
-            f"journal mismatch at index {index}: recorded {recorded}, replay attempted {attempted}"
-        )
+        super().__init__(f"journal mismatch at index {index}: recorded {recorded}, replay attempted {attempted}")
         self.index = index
         self.recorded = recorded
         self.attempted = attempted

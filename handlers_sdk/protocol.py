@@ -75,14 +75,14 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Base of every wire struct: immutable, keyword-only, defaults left off the wire."""
 
 
-class Failure(_Wire, kw_only=True):
+class Failure(_Wire, frozen=True, kw_only=True):
     """A terminal failure: an HTTP-like status code and a message."""
 
     code: int = 500
     message: str
 
 
-class RunEntry(_Wire, tag="run", kw_only=True):
+class RunEntry(_Wire, tag="run", frozen=True, kw_only=True):
     """The journaled outcome of one `ctx.run` step: its JSON value, or a terminal failure."""
 
     name: str
@@ -96,7 +96,7 @@ class RunEntry(_Wire, tag="run", kw_only=True):
     duration_ms: int = 0
 
 
-class SleepEntry(_Wire, tag="sleep", kw_only=True):
+class SleepEntry(_Wire, tag="sleep", frozen=True, kw_only=True):
     """A durable timer: completed by the proxy once ``wake_at_ms`` (wall clock) has passed."""
 
     name: str = ""
@@ -105,7 +105,7 @@ class SleepEntry(_Wire, tag="sleep", kw_only=True):
     seq: int = 0
 
 
-class CallEntry(_Wire, tag="call", kw_only=True):
+class CallEntry(_Wire, tag="call", frozen=True, kw_only=True):
     """A call to another handler; the proxy starts the child and completes this with its outcome."""
 
     service: str
@@ -120,7 +120,7 @@ class CallEntry(_Wire, tag="call", kw_only=True):
     seq: int = 0
 
 
-class SendEntry(_Wire, tag="send", kw_only=True):
+class SendEntry(_Wire, tag="send", frozen=True, kw_only=True):
     """A one-way call, optionally delayed; complete as soon as it is journaled."""
 
     service: str
@@ -131,7 +131,7 @@ class SendEntry(_Wire, tag="send", kw_only=True):
     delay_ms: int = 0
 
 
-class AwakeableEntry(_Wire, tag="awakeable", kw_only=True):
+class AwakeableEntry(_Wire, tag="awakeable", frozen=True, kw_only=True):
     """A promise completed from outside via ``POST /restate/awakeables/{id}/resolve|reject``."""
 
     id: str
@@ -141,7 +141,7 @@ class AwakeableEntry(_Wire, tag="awakeable", kw_only=True):
     seq: int = 0
 
 
-class GetStateEntry(_Wire, tag="get_state", kw_only=True):
+class GetStateEntry(_Wire, tag="get_state", frozen=True, kw_only=True):
     """A state read of a virtual object or workflow, journaled with the value it returned."""
 
     key: str
@@ -149,30 +149,30 @@ class GetStateEntry(_Wire, tag="get_state", kw_only=True):
     value: msgspec.Raw = NULL
 
 
-class SetStateEntry(_Wire, tag="set_state", kw_only=True):
+class SetStateEntry(_Wire, tag="set_state", frozen=True, kw_only=True):
     """A state write; the proxy applies an attempt's writes when the invocation ends."""
 
     key: str
     value: msgspec.Raw = NULL
 
 
-class ClearStateEntry(_Wire, tag="clear_state", kw_only=True):
+class ClearStateEntry(_Wire, tag="clear_state", frozen=True, kw_only=True):
     """Removal of one state key."""
 
     key: str
 
 
-class ClearAllStateEntry(_Wire, tag="clear_all_state", kw_only=True):
+class ClearAllStateEntry(_Wire, tag="clear_all_state", frozen=True, kw_only=True):
     """Removal of every state key of the object."""
 
 
-class StateKeysEntry(_Wire, tag="state_keys", kw_only=True):
+class StateKeysEntry(_Wire, tag="state_keys", frozen=True, kw_only=True):
     """The list of state keys, journaled as it was returned."""
 
     keys: list[str] = []
 
 
-class PromiseGetEntry(_Wire, tag="promise_get", kw_only=True):
+class PromiseGetEntry(_Wire, tag="promise_get", frozen=True, kw_only=True):
     """Waits for a workflow's durable promise; completed by the proxy when it is resolved."""
 
     name: str
@@ -182,7 +182,7 @@ class PromiseGetEntry(_Wire, tag="promise_get", kw_only=True):
     seq: int = 0
 
 
-class PromisePeekEntry(_Wire, tag="promise_peek", kw_only=True):
+class PromisePeekEntry(_Wire, tag="promise_peek", frozen=True, kw_only=True):
     """Reads a durable promise without waiting; the proxy completes it when journaling it
     (``found`` tells whether the promise had a value)."""
 
@@ -194,7 +194,7 @@ class PromisePeekEntry(_Wire, tag="promise_peek", kw_only=True):
     seq: int = 0
 
 
-class PromiseCompleteEntry(_Wire, tag="promise_complete", kw_only=True):
+class PromiseCompleteEntry(_Wire, tag="promise_complete", frozen=True, kw_only=True):
     """Resolves (``resolution``) or rejects (``rejection``) a durable promise. The proxy completes
     the entry itself with null, or with a 409 failure if the promise was already completed."""
 
@@ -225,21 +225,19 @@ Entry = (
     | PromiseCompleteEntry
 )
 #: Entries the proxy completes (the handler suspends while waiting on them).
-CompletableEntry = (
-    SleepEntry | CallEntry | AwakeableEntry | PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry
-)
+CompletableEntry = SleepEntry | CallEntry | AwakeableEntry | PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry
 #: The same, as a tuple for isinstance checks.
 COMPLETABLE = (SleepEntry, CallEntry, AwakeableEntry, PromiseGetEntry, PromisePeekEntry, PromiseCompleteEntry)
 
 
-class JournalItem(_Wire, kw_only=True):
+class JournalItem(_Wire, frozen=True, kw_only=True):
     """One journal entry at its index (index = creation order of the operation)."""
 
     index: int
     entry: Entry
 
 
-class InvokeRequest(_Wire, kw_only=True):
+class InvokeRequest(_Wire, frozen=True, kw_only=True):
     """Body of ``POST /invoke/{service}/{handler}``: everything the handler needs to run or replay."""
 
     protocol_version: int = PROTOCOL_VERSION
@@ -262,7 +260,7 @@ class InvokeRequest(_Wire, kw_only=True):
     cancelled: bool = False
 
 
-class AppendRequest(_Wire, kw_only=True):
+class AppendRequest(_Wire, frozen=True, kw_only=True):
     """Body of ``POST {callback_url}/internal/v1/entries``: one new entry from the current attempt."""
 
     invocation_id: str
@@ -272,27 +270,27 @@ class AppendRequest(_Wire, kw_only=True):
     entry: Entry
 
 
-class AppendResponse(_Wire, kw_only=True):
+class AppendResponse(_Wire, frozen=True, kw_only=True):
     """The proxy's answer to an append, sent only after the entry is committed."""
 
     index: int
 
 
-class Completed(_Wire, tag="completed", kw_only=True):
+class Completed(_Wire, tag="completed", frozen=True, kw_only=True):
     """The handler returned ``value``; ``entries`` are new entries not yet acknowledged."""
 
     value: msgspec.Raw = NULL
     entries: list[JournalItem] = []
 
 
-class Failed(_Wire, tag="failed", kw_only=True):
+class Failed(_Wire, tag="failed", frozen=True, kw_only=True):
     """The handler raised a terminal error: the invocation fails without retry."""
 
     failure: Failure
     entries: list[JournalItem] = []
 
 
-class Suspended(_Wire, tag="suspended", kw_only=True):
+class Suspended(_Wire, tag="suspended", frozen=True, kw_only=True):
     """The handler ended the request early; re-invoke it once ``entries`` are committed."""
 
     entries: list[JournalItem] = []
@@ -301,7 +299,7 @@ class Suspended(_Wire, tag="suspended", kw_only=True):
     waiting_on: list[int] = []
 
 
-class Errored(_Wire, tag="error", kw_only=True):
+class Errored(_Wire, tag="error", frozen=True, kw_only=True):
     """The attempt failed with a retryable error, or one that must pause the invocation."""
 
     code: int = 500
@@ -317,7 +315,7 @@ class Errored(_Wire, tag="error", kw_only=True):
 Outcome = Completed | Failed | Suspended | Errored
 
 
-class HandlerInfo(_Wire, kw_only=True):
+class HandlerInfo(_Wire, frozen=True, kw_only=True):
     """A handler as announced by discovery."""
 
     name: str
@@ -326,7 +324,7 @@ class HandlerInfo(_Wire, kw_only=True):
     kind: Literal["exclusive", "shared", "workflow", ""] = ""
 
 
-class ServiceInfo(_Wire, kw_only=True):
+class ServiceInfo(_Wire, frozen=True, kw_only=True):
     """A service as announced by discovery."""
 
     name: str
@@ -334,7 +332,7 @@ class ServiceInfo(_Wire, kw_only=True):
     handlers: list[HandlerInfo] = []
 
 
-class Manifest(_Wire, kw_only=True):
+class Manifest(_Wire, frozen=True, kw_only=True):
     """Body of ``GET /discovery``."""
 
     protocol_version: int = PROTOCOL_VERSION
@@ -387,7 +385,8 @@ def decode_append(data: bytes) -> AppendRequest:
 
 def decode_outcome(data: bytes) -> Outcome:
     """Decode a handler's response body."""
-    return _outcome_decoder.decode(data)
+    outcome: Outcome = _outcome_decoder.decode(data)
+    return outcome
 
 
 def decode_manifest(data: bytes) -> Manifest:
@@ -397,4 +396,5 @@ def decode_manifest(data: bytes) -> Manifest:
 
 def decode_entry(data: bytes) -> Entry:
     """Decode one stored journal entry."""
-    return _entry_decoder.decode(data)
+    entry: Entry = _entry_decoder.decode(data)
+    return entry

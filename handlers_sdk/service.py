@@ -59,9 +59,7 @@ class Service:
     #: The kind a handler gets when the decorator names none.
     default_kind: HandlerKind = ""
 
-    def handler(
-        self, name: str | None = None, *, kind: HandlerKind | None = None
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    def handler(self, name: str | None = None, *, kind: HandlerKind | None = None) -> Callable[[HandlerFn], HandlerFn]:
         """Register an async function ``(ctx, input) -> output`` as a handler of this service."""
         return self._register(name, self.default_kind if kind is None else kind)
 
@@ -79,9 +77,7 @@ class Service:
 
     def info(self) -> ServiceInfo:
         """This service as announced by discovery."""
-        return ServiceInfo(
-            name=self.name, type=self.type, handlers=[h.info() for h in self.handlers.values()]
-        )
+        return ServiceInfo(name=self.name, type=self.type, handlers=[h.info() for h in self.handlers.values()])
 
 
 class VirtualObject(Service):
@@ -94,9 +90,7 @@ class VirtualObject(Service):
     type = "object"
     default_kind = "exclusive"
 
-    def handler(
-        self, name: str | None = None, *, kind: HandlerKind | None = None
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    def handler(self, name: str | None = None, *, kind: HandlerKind | None = None) -> Callable[[HandlerFn], HandlerFn]:
         """Register an object handler (``kind`` is ``"exclusive"`` or ``"shared"``)."""
         if kind not in (None, "exclusive", "shared"):
             raise ValueError("object handlers are 'exclusive' or 'shared'")
@@ -116,9 +110,7 @@ class Workflow(Service):
             raise ValueError(f"workflow {self.name!r} already has a main handler")
         return self._register(name, "workflow")
 
-    def handler(
-        self, name: str | None = None, *, kind: HandlerKind | None = None
-    ) -> Callable[[HandlerFn], HandlerFn]:
+    def handler(self, name: str | None = None, *, kind: HandlerKind | None = None) -> Callable[[HandlerFn], HandlerFn]:
         """Register a shared handler of the workflow."""
         if kind not in (None, "shared"):
             raise ValueError("use @workflow.main() for the run handler; other handlers are shared")

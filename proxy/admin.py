@@ -88,7 +88,7 @@ def invocation_view(runtime: Runtime, record: InvocationRecord, with_journal: bo
             view["failure"] = _failure_view(record.failure)
         else:
             view["result"] = msgspec.Raw(record.result or b"null")
-    if record.status in ("suspended", "paused") and record.waiting_on or with_journal:
+    if (record.status in ("suspended", "paused") and record.waiting_on) or with_journal:
         rows = runtime.store.scan_prefix("journal", journal_prefix(record.id))
         items = [_journal_item.decode(value) for _, value in rows]
         view["waiting_on"] = _waiting_on(record, items)

@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import msgspec
@@ -49,9 +50,9 @@ def _open_children(txn: Txn, invocation_id: str) -> list[str]:
     return children
 
 
-def _open(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, action: _Action) -> (
-    InvocationRecord
-):
+def _open(
+    txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, action: _Action
+) -> InvocationRecord:
     """The record of a not yet completed invocation, after applying `action` to its open children.
 
     Raises:
@@ -62,10 +63,8 @@ def _open(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Ef
     if record.is_completed:
         raise Conflict(f"invocation {invocation_id} has already completed")
     for child in _open_children(txn, invocation_id):
-        try:
+        with contextlib.suppress(NotFound, Conflict):
             action(txn, child, now, retention_ms, effects)
-        except (NotFound, Conflict):
-            pass
     return record
 
 

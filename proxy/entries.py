@@ -292,10 +292,9 @@ def _promise_entry(
         failure = Failure(code=409, message=f"promise '{entry.name}' is already completed")
         return msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=failure), record
     value = bytes(entry.resolution) if entry.rejection is None else None
-    write_promise(
-        txn, record.service, record.key, PromiseRecord(name=entry.name, completed=True, value=value, failure=entry.rejection)
-    )
-    done = msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=None)
+    resolved = PromiseRecord(name=entry.name, completed=True, value=value, failure=entry.rejection)
+    write_promise(txn, record.service, record.key, resolved)
+    resolved_entry = msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=None)
     # Waiters may include this very invocation: store it first and read it back afterwards.
     put_record(txn, record)
     prefix = promise_key(record.service, record.key, entry.name)
@@ -308,7 +307,7 @@ def _promise_entry(
             continue
     updated = read_record(txn, record.id)
     assert updated is not None
-    return done, updated
+    return resolved_entry, updated
 
 
 def complete_entry(

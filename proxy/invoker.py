@@ -165,9 +165,7 @@ class Invoker:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[invocation_id] = loop.call_later(
-            delay, lambda: asyncio.create_task(self.begin(invocation_id))
-        )
+        self._timers[invocation_id] = loop.call_later(delay, lambda: asyncio.create_task(self.begin(invocation_id)))
 
     async def begin(self, invocation_id: str) -> InvocationRecord | None:
         """Commit a new attempt of an invocation that is not completed or paused, and send it."""
@@ -241,7 +239,7 @@ class Invoker:
             await self._settle(record, live, result)
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - an attempt must never take the proxy down
+        except Exception:
             log.exception("attempt %d of %s crashed", record.attempt, record.id)
             self._arm(record.id, self._settings.retry_initial_interval)
         finally:

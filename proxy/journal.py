@@ -187,9 +187,7 @@ def fail_attempt(
     )
 
 
-def pause(
-    record: InvocationRecord, failure: Failure, now_ms: int, retry_count: int | None = None
-) -> InvocationRecord:
+def pause(record: InvocationRecord, failure: Failure, now_ms: int, retry_count: int | None = None) -> InvocationRecord:
     """Stop retrying until someone resumes the invocation; the failure stays visible."""
     return msgspec.structs.replace(
         record,

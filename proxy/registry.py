@@ -41,11 +41,11 @@ class Registry:
         """Read every deployment and service from the store."""
         with self._store.read() as txn:
             for _, value in txn.cursor(db=self._store.dbs["deployments"]):
-                dep = decode_record(value, DeploymentRecord)
+                dep = decode_record(bytes(value), DeploymentRecord)
                 assert isinstance(dep, DeploymentRecord)
                 self.deployments[dep.id] = dep
             for _, value in txn.cursor(db=self._store.dbs["services"]):
-                svc = decode_record(value, ServiceRecord)
+                svc = decode_record(bytes(value), ServiceRecord)
                 assert isinstance(svc, ServiceRecord)
                 self.services[svc.name] = svc
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
+from collections.abc import Coroutine
+from typing import Any, cast
 
 from handlers_sdk.protocol import AwakeableEntry, Failure, parse_awakeable_id
 from proxy import control, faults
@@ -105,8 +106,8 @@ class Runtime:
         await self.transport.aclose()
         self.store.close()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -258,8 +259,8 @@ class Runtime:
         retention_ms = int(self.settings.retention * 1000)
         deployment = ""
         if action == "resume" and latest:
-            record = self.get(invocation_id)
-            deployment = self.invoker.resolve(record.service, record.handler)[0]
+            current = self.get(invocation_id)
+            deployment = self.invoker.resolve(current.service, current.handler)[0]
 
         def write(txn: Txn) -> tuple[InvocationRecord | None, Effects]:
             effects = Effects()
@@ -305,7 +306,7 @@ class Runtime:
                 data = txn.get(key, db=self.store.dbs["invocations"])
                 if data is None:
                     continue
-                record = cast(InvocationRecord, decode_record(data, InvocationRecord))
+                record = cast(InvocationRecord, decode_record(bytes(data), InvocationRecord))
                 if status is not None and record.status != status:
                     continue
                 if service is not None and record.service != service:
@@ -353,7 +354,7 @@ class Runtime:
                 data = txn.get(key, db=self.store.dbs["invocations"])
                 if data is None:
                     continue
-                record = cast(InvocationRecord, decode_record(data, InvocationRecord))
+                record = cast(InvocationRecord, decode_record(bytes(data), InvocationRecord))
                 counts[record.status] = counts.get(record.status, 0) + 1
                 active += 1
             total = int(txn.stat(self.store.dbs["invocations"])["entries"])

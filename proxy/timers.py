@@ -10,6 +10,7 @@ was down at the due time, and never again after the clock moves backwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 from proxy import faults
@@ -68,7 +69,7 @@ class Timers:
         due: list[bytes] = []
         with self._store.read() as txn:
             for key in txn.cursor(db=self._store.dbs["timers"]).iternext(keys=True, values=False):
-                due_ms, _, _ = split_timer_key(key)
+                due_ms, _, _ = split_timer_key(bytes(key))
                 if due_ms > now or len(due) >= _BATCH:
                     return due, due_ms
                 due.append(bytes(key))
@@ -85,15 +86,13 @@ class Timers:
                     continue
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - the loop must survive a bad row or a full disk
+            except Exception:
                 log.exception("timer loop failed; retrying")
                 next_due = None
             self._next_due = next_due if next_due is not None else float("inf")
             delay = _MAX_SLEEP if next_due is None else min(_MAX_SLEEP, max(0.0, (next_due - now) / 1000))
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
-            except TimeoutError:
-                pass
 
     async def _fire(self, keys: list[bytes], now: int) -> None:
         def write(txn: Txn) -> Effects:

@@ -164,7 +164,7 @@ class Writer:
             requests: list[_Request] = batch  # type: ignore[assignment]
             try:
                 self._commit(requests)
-            except Exception as exc:  # noqa: BLE001 - the one writer thread must never die
+            except Exception as exc:  # the one writer thread must never die
                 log.exception("commit failed")
                 for request in requests:
                     request.result, request.error = None, StorageFull(f"write failed: {exc!r}")
@@ -235,7 +235,7 @@ class Writer:
                 except lmdb.MapFullError:
                     child.abort()
                     raise
-                except Exception as exc:  # noqa: BLE001 - a bug in one request must not sink the batch
+                except Exception as exc:  # a bug in one request must not sink the batch
                     child.abort()
                     log.exception("write function failed")
                     request.result, request.error = None, exc

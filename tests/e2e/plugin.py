@@ -21,7 +21,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     if report.failed and cluster is not None:
         try:
             report.sections.append(("processes", cluster.report()))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - the report must not hide the failure
             report.sections.append(("processes", f"cannot build the report: {exc!r}"))
     return report
 

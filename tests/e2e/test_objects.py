@@ -8,6 +8,7 @@ resolved while the proxy was down reaches the run after the restart.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 
 import httpx
@@ -28,7 +29,7 @@ def _start(cluster: Cluster, handler_env: dict[str, str] | None = None) -> tuple
 
 
 def test_64_concurrent_increments_lose_nothing(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
 
     async def increments() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=proxy.ingress, timeout=60) as client:
@@ -71,7 +72,7 @@ def test_queue_of_exclusive_calls_survives_proxy_and_handler_kills(cluster: Clus
     assert results == [list(range(i + 1)) for i in range(6)], "each call saw exactly the calls before it"
     # In order: no step of item i+1 started before item i's last step ended.
     lines = cluster.ledger.lines()
-    for earlier, later in zip(ids, ids[1:], strict=False):
+    for earlier, later in itertools.pairwise(ids):
         last_end = max(ln.pos for ln in lines if ln.inv == earlier and ln.kind == "end")
         first_start = min(ln.pos for ln in lines if ln.inv == later and ln.kind == "start")
         assert last_end < first_start, f"{later} started before {earlier} ended"
@@ -112,7 +113,7 @@ def test_workflow_promise_resolved_while_the_proxy_is_down(cluster: Cluster) -> 
 
 
 def test_admin_can_edit_object_state(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     assert proxy.call("Counter/fix/add", 5).json() == 5
     edit = proxy.http.post(
         f"{proxy.admin}/services/Counter/state",

@@ -19,9 +19,9 @@ ROUNDS = 12
 HOLD_ORDER = {"order_id": "o-1", "sku": "sku-1", "quantity": 1, "amount": 12.5, "hold_seconds": 3600}
 
 
-def _start(cluster: Cluster, app: str, services: tuple[str, ...], env: dict[str, str] | None = None) -> tuple[
-    HandlerProc, ProxyProc
-]:
+def _start(
+    cluster: Cluster, app: str, services: tuple[str, ...], env: dict[str, str] | None = None
+) -> tuple[HandlerProc, ProxyProc]:
     handler = cluster.handler(app)
     proxy = cluster.proxy([handler], services=services, env=env)
     return handler, proxy
@@ -39,7 +39,7 @@ def _steps(view: dict[str, object]) -> list[tuple[str, str | None]]:
 
 
 def test_cancel_runs_the_saga_compensation(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster, ORDERS, ("OrderFulfillment",))
+    _handler, proxy = _start(cluster, ORDERS, ("OrderFulfillment",))
     inv = proxy.send("OrderFulfillment/process", HOLD_ORDER)
     view = proxy.wait_status(inv, "suspended", timeout=10)
     assert view["waiting_on"][0]["kind"] == "timer"
@@ -89,7 +89,7 @@ def test_kill_stops_at_once_and_takes_the_child_with_it(cluster: Cluster) -> Non
 
 
 def test_pause_resume_purge(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster, DURABLE, ("Sleeper",))
+    _handler, proxy = _start(cluster, DURABLE, ("Sleeper",))
     inv = proxy.send("Sleeper/nap", {"seconds": 0.5})
     proxy.wait_status(inv, "suspended", timeout=10)
     status, body = _act(proxy, inv, "pause")
@@ -112,7 +112,7 @@ def test_pause_resume_purge(cluster: Cluster) -> None:
 
 
 def test_list_paging_and_bulk_cancel(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster, DURABLE, ("Sleeper", "Counter"))
+    _handler, proxy = _start(cluster, DURABLE, ("Sleeper", "Counter"))
     naps = [proxy.send("Sleeper/nap", {"seconds": 3600, "ledger": False}) for _ in range(5)]
     for inv in naps:
         proxy.wait_status(inv, "suspended", timeout=10)
@@ -140,7 +140,7 @@ def test_list_paging_and_bulk_cancel(cluster: Cluster) -> None:
 
 def test_retention_purges_and_the_file_stops_growing(cluster: Cluster) -> None:
     env = {"PROXY_RETENTION": "1s", "PROXY_SWEEP_INTERVAL": "300ms", "PROXY_LOG_LEVEL": "warning"}
-    handler, proxy = _start(cluster, DURABLE, ("Counter",), env=env)
+    _handler, proxy = _start(cluster, DURABLE, ("Counter",), env=env)
     first = proxy.call("Counter/k/add", 1, key="same-key")
     assert first.status_code == 200
     first_id = first.headers["x-restate-id"]
@@ -163,7 +163,7 @@ def test_retention_purges_and_the_file_stops_growing(cluster: Cluster) -> None:
 
 
 def test_metrics_and_json_logs(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster, DURABLE, ("Counter", "Sleeper"))
+    _handler, proxy = _start(cluster, DURABLE, ("Counter", "Sleeper"))
     assert proxy.call("Counter/m/add", 2).status_code == 200
     inv = proxy.send("Sleeper/nap", {"seconds": 3600, "ledger": False})
     proxy.wait_status(inv, "suspended", timeout=10)

@@ -30,7 +30,7 @@ def _start(cluster: Cluster, env: dict[str, str] | None = None, app: str = APP) 
 
 @pytest.mark.parametrize("app", [APP, "tests.handlers.durable:suspend_application"], ids=["ack", "suspend"])
 def test_sleep_survives_proxy_kill_and_fires_late_once(cluster: Cluster, app: str) -> None:
-    handler, proxy = _start(cluster, app=app)
+    _handler, proxy = _start(cluster, app=app)
     inv = proxy.send("Sleeper/nap", {"seconds": 1.5})
     view = proxy.wait_status(inv, "suspended", timeout=10)
     assert [item["entry"]["type"] for item in view["journal"]] == ["run", "sleep"]
@@ -47,7 +47,7 @@ def test_sleep_survives_proxy_kill_and_fires_late_once(cluster: Cluster, app: st
 
 
 def test_proxy_killed_right_after_the_timer_fires(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster, env={"PROXY_FAULTS": "timers.after_fire:1"})
+    _handler, proxy = _start(cluster, env={"PROXY_FAULTS": "timers.after_fire:1"})
     inv = proxy.send("Sleeper/nap", {"seconds": 0.5})
     # The fault point ends the proxy right after the commit that fired the timer.
     assert proxy.wait(15) == 137
@@ -79,7 +79,7 @@ def test_handler_killed_during_the_child_call(cluster: Cluster) -> None:
 
 
 def test_proxy_killed_during_the_child_call(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     inv = proxy.send("Caller/call_child", 5)
     parent = proxy.wait_status(inv, "suspended", timeout=10)
     child_id = parent["journal"][1]["entry"]["invocation_id"]
@@ -94,14 +94,14 @@ def test_proxy_killed_during_the_child_call(cluster: Cluster) -> None:
 
 
 def test_child_terminal_error_surfaces_in_the_caller(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     response = proxy.call("Caller/call_child", -1)
     assert response.status_code == 200
     assert response.json()["result"] == "child failed: 422 negative input -1"
 
 
 def test_gather_of_calls(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     response = proxy.call("Caller/fan_out", 4, timeout=60)
     assert response.status_code == 200, response.text
     assert response.json() == [0, 2, 4, 6]
@@ -126,19 +126,18 @@ def test_awakeable_resolved_after_a_proxy_restart(cluster: Cluster) -> None:
     assert resolve.status_code == 202
     done = proxy.wait_status(inv, "completed", timeout=20)
     assert done["result"] == {"winner": "approval", "value": {"ok": True}}
-    again = proxy.http.post(
-        f"{proxy.ingress}/restate/awakeables/{awk_id}/resolve", content=b"1", headers={"content-type": "application/json"}
-    )
+    json_header = {"content-type": "application/json"}
+    again = proxy.http.post(f"{proxy.ingress}/restate/awakeables/{awk_id}/resolve", content=b"1", headers=json_header)
     assert again.status_code == 409
     unknown = proxy.http.post(
-        f"{proxy.ingress}/restate/awakeables/awk_nope_1/resolve", content=b"1", headers={"content-type": "application/json"}
+        f"{proxy.ingress}/restate/awakeables/awk_nope_1/resolve", content=b"1", headers=json_header
     )
     assert unknown.status_code == 404
     assert cluster.ledger.start_counts(inv) == {1: 1}
 
 
 def test_awakeable_reject_and_timeout(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     rejected = proxy.send("Approver/wait", 3600)
     view = proxy.wait_status(rejected, "suspended", timeout=10)
     awk_id = view["journal"][1]["entry"]["value"]
@@ -153,7 +152,7 @@ def test_awakeable_reject_and_timeout(cluster: Cluster) -> None:
 
 
 def test_delayed_send_survives_a_restart(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     response = proxy.call("Child/work/send?delay=1500ms", 4)
     assert response.status_code == 202
     inv = response.json()["invocationId"]
@@ -174,7 +173,7 @@ def test_delayed_send_survives_a_restart(cluster: Cluster) -> None:
 
 
 def test_deterministic_helpers_across_suspension(cluster: Cluster) -> None:
-    handler, proxy = _start(cluster)
+    _handler, proxy = _start(cluster)
     result = proxy.call("Sleeper/helpers", None).json()
     # The generator is re-seeded on every attempt, so the values drawn before the sleep are the
     # same on the attempt after it, and so are the next ones.
@@ -186,7 +185,7 @@ def test_deterministic_helpers_across_suspension(cluster: Cluster) -> None:
 
 
 def test_ten_thousand_sleeping_invocations_keep_rss_flat(cluster: Cluster, tmp_path: Path) -> None:
-    handler, proxy = _start(cluster, env={"PROXY_LOG_LEVEL": "warning"})
+    _handler, proxy = _start(cluster, env={"PROXY_LOG_LEVEL": "warning"})
 
     async def send_many(count: int, start: int) -> None:
         limits = httpx.Limits(max_connections=32)

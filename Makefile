@@ -14,9 +14,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## The main job: the proxy on :8080/:9070 with the order-fulfilment example handler on :9080.
+## The main job: the proxy on :8080/:9070 with the order-fulfilment example handler on :9080
+## (`make run APP=examples.all:application` serves every example).
 run: install
-	PY=$(PY) bash scripts/run.sh
+	PY=$(PY) APP=$(APP) bash scripts/run.sh
 
 ## Every test: unit, component, end-to-end (real processes, SIGKILL), acceptance, browser, container.
 test: install

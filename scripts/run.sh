@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Start the order-fulfilment handler service on :9080 and the proxy on :8080 (ingress) / :9070 (admin).
+# Start a handler service on :9080 (the order-fulfilment saga unless APP says otherwise, e.g.
+# APP=examples.all:application) and the proxy on :8080 (ingress) / :9070 (admin).
 set -euo pipefail
 PY=${PY:-.venv/bin/python}
 HANDLER_PORT=${HANDLER_PORT:-9080}
-"$PY" -m uvicorn examples.orders:application --host 127.0.0.1 --port "$HANDLER_PORT" --log-level warning &
+APP=${APP:-examples.orders:application}
+"$PY" -m uvicorn "$APP" --host 127.0.0.1 --port "$HANDLER_PORT" --log-level warning &
 handler=$!
 trap 'kill $handler 2>/dev/null || true' EXIT
 exec_args=(--data-dir "${PROXY_DATA_DIR:-./data}" --deployment "http://127.0.0.1:$HANDLER_PORT")

@@ -130,16 +130,20 @@ def _env() -> dict[str, str]:
     return env
 
 
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) of a process in KiB, from /proc."""
-    rss = hwm = 0
+def rss_kib(pid: int) -> dict[str, int]:
+    """Memory of a process in KiB, from /proc: ``rss`` (and its ``anon`` and ``file`` parts), ``peak``.
+
+    ``file`` counts pages of mapped files: the LMDB map (pages the proxy has read, reclaimable page
+    cache that grows with the data touched) and shared libraries. ``anon`` is the process's own memory.
+    """
+    wanted = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}
+    values = dict.fromkeys(wanted.values(), 0)
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1])
-            elif line.startswith("VmHWM:"):
-                hwm = int(line.split()[1])
-    return rss, hwm
+            name, _, rest = line.partition(":")
+            if name in wanted:
+                values[wanted[name]] = int(rest.split()[0])
+    return values
 
 
 _TICK = os.sysconf("SC_CLK_TCK")

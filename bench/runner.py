@@ -144,8 +144,7 @@ class _Bench:
         self.figures["resume_1000"] = {"median_ms": statistics.median(times), "all_ms": times}
 
     def memory(self) -> None:
-        rss, peak = rss_kib(self.proxy.pid)
-        self.figures["proxy_rss"] = {"rss_mib": rss / 1024, "peak_mib": peak / 1024}
+        self.figures["proxy_rss"] = _mib(rss_kib(self.proxy.pid))
 
     async def suspended(self) -> None:
         """Proxy RSS once `suspended_count` invocations sleep (suspended, an hour-long ctx.sleep)."""
@@ -167,13 +166,15 @@ class _Bench:
             await asyncio.sleep(0.1)
         else:
             raise RuntimeError(f"{target} sleepers not all suspended after 120 s: {stats}")
-        rss, peak = rss_kib(self.proxy.pid)
         self.figures["suspended_rss"] = {
             "count": sent.requests,
             "send_per_s": sent.rate,
-            "rss_mib": rss / 1024,
-            "peak_mib": peak / 1024,
+            **_mib(rss_kib(self.proxy.pid)),
         }
+
+
+def _mib(kib: dict[str, int]) -> dict[str, float]:
+    return {f"{name}_mib": value / 1024 for name, value in kib.items()}
 
 
 def _git_rev() -> str:

@@ -150,7 +150,7 @@ class GetStateEntry(_Wire, tag="get_state", frozen=True, kw_only=True):
 
 
 class SetStateEntry(_Wire, tag="set_state", frozen=True, kw_only=True):
-    """A state write; the proxy applies an attempt's writes when the invocation ends."""
+    """A state write; the proxy applies it in the transaction that journals it."""
 
     key: str
     value: msgspec.Raw = NULL

@@ -65,7 +65,8 @@ def _open(
     for child in _open_children(txn, invocation_id):
         with contextlib.suppress(NotFound, Conflict):
             action(txn, child, now, retention_ms, effects)
-    return record
+    # A child that completed just now completed its call entry here too: read the record again.
+    return _get(txn, invocation_id)
 
 
 def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects) -> InvocationRecord:
@@ -82,7 +83,7 @@ def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: E
         return done
     record = start_attempt(msgspec.structs.replace(record, cancelled=True, retry_count=0), new_token(), now)
     put_record(txn, record)
-    effects.launch.append(record)
+    effects.start(record)
     return record
 
 
@@ -130,7 +131,7 @@ def resume(txn: Txn, invocation_id: str, now: int, deployment_id: str, effects: 
     record = msgspec.structs.replace(record, retry_count=0, deployment_id=deployment_id or record.deployment_id)
     record = start_attempt(record, new_token(), now)
     put_record(txn, record)
-    effects.launch.append(record)
+    effects.start(record)
     return record
 
 

@@ -40,7 +40,16 @@ from handlers_sdk.replay import header
 from proxy.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
 from proxy.journal import InvocationRecord, decode_record, encode_record, start_attempt
 from proxy.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
-from proxy.objects import PromiseRecord, admit, apply_state, promise_key, read_promise, release, write_promise
+from proxy.objects import (
+    PromiseRecord,
+    admit,
+    apply_state,
+    object_hash,
+    promise_key,
+    read_promise,
+    release,
+    write_promise,
+)
 from proxy.writer import Txn
 
 __all__ = [
@@ -78,12 +87,28 @@ def new_seed() -> int:
 class Effects:
     """What a committed transaction asks the runtime to do next."""
 
-    __slots__ = ("completed", "launch", "wake_at")
+    __slots__ = ("_launch", "completed", "wake_at")
 
     def __init__(self) -> None:
-        self.launch: list[InvocationRecord] = []
+        self._launch: dict[str, InvocationRecord] = {}
         self.completed: list[InvocationRecord] = []
         self.wake_at: int | None = None
+
+    @property
+    def launch(self) -> list[InvocationRecord]:
+        """Attempts to send: the last committed one per invocation (one transaction may start
+        an invocation twice, e.g. a cancelled child resumes its parent, then the parent is
+        cancelled too; only the latest attempt is current)."""
+        return list(self._launch.values())
+
+    def start(self, record: InvocationRecord) -> None:
+        """`record` holds a newly committed attempt that must be sent."""
+        self._launch[record.id] = record
+
+    def finished(self, record: InvocationRecord) -> None:
+        """`record` completed in this transaction: whatever attempt was queued for it is moot."""
+        self._launch.pop(record.id, None)
+        self.completed.append(record)
 
     def arm(self, due_ms: int) -> None:
         """A timer due at `due_ms` was written."""
@@ -112,11 +137,13 @@ def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> No
     completing its parent's call entry."""
     put_record(txn, record)
     txn.put("expiry", expiry_key(record.expires_ms, record.id), b"")
-    effects.completed.append(record)
+    for due_ms, index in record.timers:
+        txn.delete("timers", timer_key(due_ms, record.id, index))
+    effects.finished(record)
     admitted = release(txn, record, now, new_token())
     if admitted is not None:
         put_record(txn, admitted)
-        effects.launch.append(admitted)
+        effects.start(admitted)
     if record.parent_id:
         try:
             complete_entry(
@@ -156,7 +183,7 @@ def start_or_queue(txn: Txn, record: InvocationRecord, now: int, effects: Effect
     """Admit `record` (see `objects.admit`); a started one is queued in `effects` for sending."""
     record = admit(txn, record, now, new_token())
     if record.status == "running":
-        effects.launch.append(record)
+        effects.start(record)
     return record
 
 
@@ -175,6 +202,14 @@ def _child(
     if keyed and not entry.key:
         return Failure(code=400, message=f"{entry.service} is a keyed {service_type}: a key is required")
     is_call = isinstance(entry, CallEntry)
+    if kind == "workflow":
+        # A workflow's run happens once per key, whoever asks for it.
+        workflow = object_hash(entry.service, entry.key)
+        if txn.get("workflows", workflow) is not None:
+            if is_call:
+                return Failure(code=409, message=f"workflow '{entry.service}/{entry.key}' was already run")
+            return None  # a repeated one-way send of a run is a no-op
+        txn.put("workflows", workflow, entry.invocation_id.encode("ascii"))
     record = InvocationRecord(
         id=entry.invocation_id,
         service=entry.service,
@@ -235,6 +270,7 @@ def write_entries(
         if isinstance(entry, SleepEntry):
             entry = msgspec.structs.replace(entry, completed=False, seq=0)
             txn.put("timers", timer_key(entry.wake_at_ms, record.id, index), b"")
+            record = msgspec.structs.replace(record, timers=[*record.timers, (entry.wake_at_ms, index)])
             effects.arm(entry.wake_at_ms)
         elif isinstance(entry, CallEntry):
             entry = msgspec.structs.replace(entry, completed=False, value=NULL, failure=None, seq=0)
@@ -335,6 +371,9 @@ def complete_entry(
     entry = read_entry(txn, invocation_id, index) if record is not None else None
     if record is None or entry is None:
         raise NotFound(f"no entry {index} in invocation {invocation_id}")
+    if record.is_completed:
+        # Its journal is final: a late completion (a child outliving a killed parent) is moot.
+        raise Conflict(f"invocation {invocation_id} has already completed")
     if not isinstance(entry, kinds) or not isinstance(entry, COMPLETABLE):
         raise BadRequest(f"entry {index} of {invocation_id} is a {type(entry).__name__}")
     if entry.completed:
@@ -346,10 +385,11 @@ def complete_entry(
         raw = msgspec.Raw(value) if value is not None else NULL
         completed = msgspec.structs.replace(entry, completed=True, seq=seq, value=raw, failure=failure)
     txn.put("journal", journal_key(invocation_id, index), encode(JournalItem(index=index, entry=completed)))
-    record = msgspec.structs.replace(record, completion_seq=seq)
+    timers = [t for t in record.timers if t[1] != index] if isinstance(entry, SleepEntry) else record.timers
+    record = msgspec.structs.replace(record, completion_seq=seq, timers=timers)
     if record.status == "suspended" and index in record.waiting_on:
         record = start_attempt(record, new_token(), now)
-        effects.launch.append(record)
+        effects.start(record)
     put_record(txn, record)
 
 

@@ -353,7 +353,16 @@ class Invoker:
             return updated, effects
 
         try:
-            updated, effects = await self._writer.submit(write)
+            try:
+                updated, effects = await self._writer.submit(write)
+            except ProxyError as exc:
+                if isinstance(exc, Fenced) or exc.status >= 500:
+                    raise
+                # The outcome's entries were refused (say, a send to an unknown service): the
+                # attempt failed, and counts towards pausing like any other failure.
+                result = _AttemptFailure(Failure(code=exc.status, message=f"outcome refused: {exc.message}"))
+                entries = []
+                updated, effects = await self._writer.submit(write)
         except Fenced as exc:
             log.info("outcome of a stale attempt dropped: %s", exc)
             return

@@ -71,6 +71,8 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
     keyed: bool = False
     #: Cancelled by an operator: the next attempt raises a TerminalError in the handler.
     cancelled: bool = False
+    #: (due ms, index) of its sleep timers not fired yet, so completion can delete their rows.
+    timers: list[tuple[int, int]] = []
 
     @property
     def is_completed(self) -> bool:

@@ -84,8 +84,30 @@ def test_kill_stops_at_once_and_takes_the_child_with_it(cluster: Cluster) -> Non
     assert killed.status_code == 409 and killed.json()["message"] == "invocation killed"
     assert proxy.invocation(child)["status"] == "completed"
     assert proxy.invocation(child)["failure"]["code"] == 409
-    # No handler code ran after the kill: the parent's journal ends at the call.
+    # No handler code ran after the kill: the parent's journal ends at the call, and its step
+    # after the call never started (the killed child did not resume it either).
     assert [t for t, _ in _steps(proxy.invocation(inv))] == ["run", "call"]
+    time.sleep(0.5)
+    assert cluster.ledger.start_counts(inv) == {0: 1}
+
+
+def test_cancel_a_caller_whose_child_waits_in_a_queue(cluster: Cluster) -> None:
+    handler = cluster.handler(DURABLE, env={"DURABLE_QUEUE_SLEEP": "3"})
+    proxy = cluster.proxy([handler], services=("Caller", "Queue"))
+    busy = proxy.send("Queue/q/push", 0)
+    cluster.ledger.wait_for(busy, 0, "start", timeout=10)
+    inv = proxy.send("Caller/call_queue", 1)
+    parent = proxy.wait_status(inv, "suspended", timeout=10)
+    child = parent["waiting_on"][0]["invocation_id"]
+    assert proxy.invocation(child)["status"] == "pending"
+    assert _act(proxy, inv, "cancel")[0] == 200
+    # The pending child is cancelled (completed) and the parent gets exactly one current attempt,
+    # which ends with the cancellation.
+    done = proxy.wait_status(inv, "completed", timeout=15)
+    assert done["failure"]["code"] == 409
+    assert proxy.invocation(child)["failure"]["code"] == 409
+    assert proxy.wait_status(busy, "completed", timeout=15)["result"] == [0]
+    assert 1 not in cluster.ledger.start_counts(child)
 
 
 def test_pause_resume_purge(cluster: Cluster) -> None:

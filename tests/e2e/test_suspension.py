@@ -134,6 +134,17 @@ def test_awakeable_resolved_after_a_proxy_restart(cluster: Cluster) -> None:
     )
     assert unknown.status_code == 404
     assert cluster.ledger.start_counts(inv) == {1: 1}
+    # The timer that lost the race is gone with the invocation's completion.
+    assert proxy.counts()["timers"] == 0
+
+
+def test_workflow_run_once_from_handlers_too(cluster: Cluster) -> None:
+    handler = cluster.handler(APP)
+    proxy = cluster.proxy([handler], services=("Caller", "Once"))
+    outcomes = proxy.call("Caller/run_once_twice", "k1").json()
+    assert outcomes == ["ran k1 with x", "409: workflow 'Once/k1' was already run"]
+    again = proxy.call("Once/k1/run/send", "y")
+    assert again.json()["status"] == "PreviouslyAccepted"
 
 
 def test_awakeable_reject_and_timeout(cluster: Cluster) -> None:

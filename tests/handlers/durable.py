@@ -39,6 +39,7 @@ __all__ = [
     "caller",
     "child",
     "counter",
+    "once_workflow",
     "queue",
     "signup",
     "sleeper",
@@ -151,6 +152,25 @@ async def wait(ctx: Context, timeout: float) -> dict[str, Any]:
     return {"winner": winner, "value": value}
 
 
+@caller.handler()
+async def call_queue(ctx: Context, item: int) -> list[int]:
+    """Call an exclusive object handler (it may have to wait in the key's queue)."""
+    result: list[int] = await ctx.object_call(push, "q", item)
+    return result
+
+
+@caller.handler()
+async def run_once_twice(ctx: Context, key: str) -> list[str]:
+    """Start a workflow's run twice from a handler: the second call must fail with 409."""
+    outcomes: list[str] = []
+    for _ in range(2):
+        try:
+            outcomes.append(await ctx.workflow_call(once, key, "x"))
+        except TerminalError as exc:
+            outcomes.append(f"{exc.status_code}: {exc.message}")
+    return outcomes
+
+
 counter = VirtualObject("Counter")
 
 
@@ -215,6 +235,15 @@ async def status(ctx: WorkflowSharedContext) -> str | None:
     return value
 
 
-_SERVICES = [sleeper, child, caller, approver, counter, queue, signup]
+once_workflow = Workflow("Once")
+
+
+@once_workflow.main()
+async def once(ctx: WorkflowContext, value: str) -> str:
+    """Completes at once."""
+    return f"ran {ctx.key()} with {value}"
+
+
+_SERVICES = [sleeper, child, caller, approver, counter, queue, signup, once_workflow]
 application = app(_SERVICES)
 suspend_application = app(_SERVICES, mode="suspend")

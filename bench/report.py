@@ -25,6 +25,12 @@ def _split(rss: dict[str, float]) -> str:
     return f"private {rss['anon_mib']:.0f} + mapped {rss['file_mib']:.0f}"
 
 
+def _suspended_ok(suspended: dict[str, Any]) -> bool:
+    everyone: bool = suspended.get("suspended", suspended["count"]) >= suspended["count"]
+    small: bool = suspended["rss_mib"] * 1.048576 <= 100
+    return everyone and small
+
+
 def per_step_ms(figures: dict[str, Any]) -> float:
     """Cost of one durable step at c=1: (100-step p50 - trivial p50) / 100."""
     hundred: float = figures["latency_100"]["proxy"]["p50_ms"]
@@ -43,7 +49,7 @@ def checks(figures: dict[str, Any]) -> list[tuple[str, bool]]:
         ("1,000-step <= 12x the 100-step", figures["cost_1000"]["median_ms"] <= 12 * cost_100),
         ("proxy RSS <= 100 MB", figures["proxy_rss"]["peak_mib"] * 1.048576 <= 100),
     ] + (
-        [("proxy RSS with suspended invocations <= 100 MB", figures["suspended_rss"]["rss_mib"] * 1.048576 <= 100)]
+        [("proxy RSS with suspended invocations <= 100 MB", _suspended_ok(figures["suspended_rss"]))]
         if figures.get("suspended_rss")
         else []
     )
@@ -124,11 +130,16 @@ def table(result: dict[str, Any]) -> str:
     if suspended is None:
         rows.append(("proxy RSS, 10,000 suspended invocations", "n/a (needs suspension)", "", "", ""))
     else:
-        met = suspended["rss_mib"] * 1.048576 <= 100
+        met = _suspended_ok(suspended)
         rows.append(
             (
                 f"proxy RSS, {suspended['count']:,} suspended invocations",
-                f"{suspended['rss_mib']:.0f} MiB, {_split(suspended)}",
+                f"{suspended['rss_mib']:.0f} MiB, {_split(suspended)}"
+                + (
+                    ""
+                    if suspended.get("suspended", suspended["count"]) >= suspended["count"]
+                    else f" (only {suspended['suspended']:,} suspended after {suspended['settle_seconds']:.0f} s)"
+                ),
                 "",
                 "",
                 f"<= 100 MB {ok(met)}",

@@ -53,6 +53,8 @@ SIZES = {
 }
 
 CONCURRENCIES = (16, 64)
+#: Longest wait for every sleeper to be suspended before its RSS is read anyway.
+SUSPEND_WAIT = 120.0
 BIG = 1000
 
 
@@ -156,19 +158,21 @@ class _Bench:
         target = self.size.suspended_count
         url = f"{self.ingress}/Bench/sleeper/send"
         sent = await self.check(await self.client.run(url, b"", 64, count=target, ok_status=202), "sleeper sends")
-        deadline = time.monotonic() + 120
-        stats: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        began = time.monotonic()
+        suspended = 0
+        while time.monotonic() < began + SUSPEND_WAIT:
             status, body = await self.client.get(f"{self.admin}/stats")
-            stats = msgspec.json.decode(body) if status == 200 else {}
-            if stats.get("counts", {}).get("timers", 0) >= target and stats.get("running_attempts", 1) == 0:
+            stats: dict[str, Any] = msgspec.json.decode(body) if status == 200 else {}
+            suspended = stats.get("counts", {}).get("timers", 0)
+            if suspended >= target and stats.get("running_attempts", 1) == 0:
                 break
             await asyncio.sleep(0.1)
-        else:
-            raise RuntimeError(f"{target} sleepers not all suspended after 120 s: {stats}")
+        # Not all suspended in time is a figure too (shown in the table), not a crash of the run.
         self.figures["suspended_rss"] = {
             "count": sent.requests,
+            "suspended": suspended,
             "send_per_s": sent.rate,
+            "settle_seconds": time.monotonic() - began,
             **_mib(rss_kib(self.proxy.pid)),
         }
 

@@ -24,7 +24,7 @@ _RETRY_DELAYS = (0.05, 0.2, 0.5, 1.0)
 _CONNECT_TIMEOUT = 5.0
 _RESPONSE_TIMEOUT = 30.0
 #: Idle keep-alive connections kept per proxy address.
-_MAX_IDLE = 64
+_MAX_IDLE = 256
 #: Largest response (head + body) read from the proxy; acks answer a few dozen bytes.
 _MAX_RESPONSE = 1 << 20
 

@@ -58,12 +58,18 @@ FAST_PROXY_ENV = {
 _SCRUBBED_PREFIXES = ("PROXY_", "HANDLER_", "LEDGER_", "MISBEHAVE_", "POISON_")
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port that was free a moment ago on 127.0.0.1 (never the same one twice per session)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def poll(

@@ -140,8 +140,13 @@ class Invoker:
         for record in effects.completed:
             self._on_complete(record)
         for record in effects.launch:
-            if record.id not in self.active:
-                self.launch(record)
+            live = self.active.get(record.id)
+            if live is not None:
+                if live.attempt >= record.attempt:
+                    continue
+                # An older attempt still winding down in memory: the committed one is current.
+                self.abandon(record.id)
+            self.launch(record)
         if effects.wake_at is not None:
             self.on_timer(effects.wake_at)
 

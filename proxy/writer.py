@@ -14,7 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import lmdb
 
@@ -39,8 +39,8 @@ class Txn:
 
     def get(self, db: str, key: bytes) -> bytes | None:
         """A value as this transaction sees it."""
-        value: bytes | None = self._txn.get(key, db=self._dbs[db])
-        return value
+        # Transactions are begun with buffers=False: values are bytes.
+        return cast("bytes | None", self._txn.get(key, db=self._dbs[db]))
 
     def put(self, db: str, key: bytes, value: bytes) -> None:
         """Insert or overwrite."""
@@ -62,7 +62,7 @@ class Txn:
         cursor = self._txn.cursor(db=self._dbs[db])
         if cursor.set_range(prefix):
             for key, value in cursor:
-                if not key.startswith(prefix):
+                if not bytes(key).startswith(prefix):
                     return
                 yield bytes(key), bytes(value)
 
@@ -71,7 +71,7 @@ class Txn:
         cursor = self._txn.cursor(db=self._dbs[db])
         removed = 0
         if cursor.set_range(prefix):
-            while cursor.key().startswith(prefix):
+            while bytes(cursor.key()).startswith(prefix):
                 if not cursor.delete():
                     break
                 removed += 1

@@ -178,9 +178,11 @@ def test_retention_purges_and_the_file_stops_growing(cluster: Cluster) -> None:
         poll(lambda: proxy.counts()["invocations"] <= 20, 30, interval=0.1, message="sweeper caught up")
         sizes.append(data_file.stat().st_size)
     print(f"data.mdb size after each round: {sizes}")
-    # Freed pages are reused once no reader holds them: after a few rounds the size plateaus
-    # (a round writes ~150 KB; allow two pages of slack for a reader pinning a snapshot).
-    assert sizes[-1] <= sizes[ROUNDS // 2] + 8192, f"the LMDB file kept growing under a steady load: {sizes}"
+    # Freed pages are reused once no reader holds them, so after a few rounds the size plateaus.
+    # Without the sweeper each round adds its ~150 invocations for good (~200 KB a round, measured, so
+    # more than 1 MB over the last six); allow 16 pages of slack for a reader pinning a snapshot
+    # on a busy machine.
+    assert sizes[-1] <= sizes[ROUNDS // 2] + 16 * 4096, f"the LMDB file kept growing under a steady load: {sizes}"
     assert proxy.stats()["purged"] >= 900
 
 

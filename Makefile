@@ -28,8 +28,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider tests/unit tests/component
 
+## ruff (lint and format) and mypy --strict; CI runs this before the tests.
 lint: install
 	$(PY) -m ruff check proxy handlers_sdk examples tests bench
+	$(PY) -m ruff format --check proxy handlers_sdk examples tests bench
 	$(PY) -m mypy
 
 check: lint test

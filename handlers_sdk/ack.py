@@ -183,8 +183,7 @@ class _Pool:
         self.idle: collections.deque[_Connection] = collections.deque()
         host_header = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
         self.prefix = (
-            f"POST {ACK_PATH} HTTP/1.1\r\nHost: {host_header}\r\ncontent-type: application/json\r\n"
-            "content-length: "
+            f"POST {ACK_PATH} HTTP/1.1\r\nHost: {host_header}\r\ncontent-type: application/json\r\ncontent-length: "
         ).encode("ascii")
 
     async def _connect(self) -> _Connection:

@@ -189,27 +189,19 @@ class Context:
             TerminalError: `fn` raised one, or in-place retries were exhausted.
             JournalMismatchError: the journal holds another operation at this position.
         """
-        return self._run(name, fn, args, kwargs, options, _caller_source())
+        return self._run(_Step(name, fn, args, kwargs, options, _caller_source()))
 
-    async def _run(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        options: RunOptions | None,
-        source: str,
-    ) -> Any:
+    async def _run(self, step: _Step) -> Any:
         attempt = self._attempt
         index = attempt.replay.allocate()
-        result_type = _return_type(fn)
-        recorded = self._match(index, RunEntry(name=name))
+        result_type = _return_type(step.fn)
+        recorded = self._match(index, RunEntry(name=step.name))
         if recorded is None:
             attempt.check_cancelled()
             await attempt.barrier()
             attempt.step_started()
             try:
-                entry = await _execute(name, fn, args, kwargs, options, source)
+                entry = await step.execute()
             finally:
                 attempt.step_finished()
             recorded = await attempt.commit(index, entry)
@@ -219,7 +211,8 @@ class Context:
         try:
             return from_json(recorded.value, result_type)
         except msgspec.ValidationError as exc:
-            raise TerminalError(f"step {name!r}: journaled value does not fit {result_type}: {exc}") from None
+            message = f"step {step.name!r}: journaled value does not fit {result_type}: {exc}"
+            raise TerminalError(message) from None
 
     def _match(self, index: int, attempted: Entry) -> Entry | None:
         try:
@@ -460,62 +453,56 @@ async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str,
     return result
 
 
-async def _execute(
-    name: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    options: RunOptions | None,
-    source: str,
-) -> RunEntry:
-    """Run a step body with its retry policy and turn the result into a journal entry, stamped
-    with when the step started and how long it took (shown by the admin UI's timeline)."""
-    started_ms = _wall_ms()
-    began = time.monotonic()
-    entry = await _execute_untimed(name, fn, args, kwargs, options, source)
-    duration_ms = int((time.monotonic() - began) * 1000)
-    return msgspec.structs.replace(entry, started_ms=started_ms, duration_ms=duration_ms)
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One `ctx.run` call: the body to run, its retry policy, and where it was called from."""
 
+    name: str
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    options: RunOptions | None
+    source: str
 
-async def _execute_untimed(
-    name: str,
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-    options: RunOptions | None,
-    source: str,
-) -> RunEntry:
-    """Run a step body with its retry policy and turn the result into a journal entry."""
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    tries = 0
-    delay = options.initial_retry_interval.total_seconds() if options else 0.0
-    while True:
-        tries += 1
-        try:
-            value = await _call(fn, args, kwargs)
-        except TerminalError as exc:
-            return RunEntry(name=name, failure=Failure(code=exc.status_code, message=exc.message), source=source)
-        except Exception as exc:
-            if options is None or not options.retries_in_place():
-                raise
-            out_of_tries = options.max_attempts is not None and tries >= options.max_attempts
-            out_of_time = (
-                options.max_duration is not None
-                and loop.time() + delay - started > options.max_duration.total_seconds()
-            )
-            if out_of_tries or out_of_time:
-                message = f"step {name!r} failed after {tries} attempts: {exc!r}"
-                return RunEntry(name=name, failure=Failure(code=500, message=message), source=source)
-            await asyncio.sleep(delay)
-            delay = min(
-                delay * options.retry_interval_factor,
-                options.max_retry_interval.total_seconds(),
-            )
-            continue
-        try:
-            raw = to_json(value)
-        except (TypeError, msgspec.EncodeError) as exc:
-            message = f"step {name!r} returned a value that is not JSON-serialisable: {exc}"
-            return RunEntry(name=name, failure=Failure(code=500, message=message), source=source)
-        return RunEntry(name=name, value=msgspec.Raw(raw), source=source)
+    async def execute(self) -> RunEntry:
+        """Run the body with its retry policy and turn the result into a journal entry, stamped
+        with when the step started and how long it took (shown by the admin UI's timeline)."""
+        started_ms = _wall_ms()
+        began = time.monotonic()
+        entry = await self._execute_untimed()
+        duration_ms = int((time.monotonic() - began) * 1000)
+        return msgspec.structs.replace(entry, started_ms=started_ms, duration_ms=duration_ms)
+
+    def _failed(self, code: int, message: str) -> RunEntry:
+        return RunEntry(name=self.name, failure=Failure(code=code, message=message), source=self.source)
+
+    async def _execute_untimed(self) -> RunEntry:
+        options = self.options
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        tries = 0
+        delay = options.initial_retry_interval.total_seconds() if options else 0.0
+        while True:
+            tries += 1
+            try:
+                value = await _call(self.fn, self.args, self.kwargs)
+            except TerminalError as exc:
+                return self._failed(exc.status_code, exc.message)
+            except Exception as exc:
+                if options is None or not options.retries_in_place():
+                    raise
+                out_of_tries = options.max_attempts is not None and tries >= options.max_attempts
+                out_of_time = (
+                    options.max_duration is not None
+                    and loop.time() + delay - started > options.max_duration.total_seconds()
+                )
+                if out_of_tries or out_of_time:
+                    return self._failed(500, f"step {self.name!r} failed after {tries} attempts: {exc!r}")
+                await asyncio.sleep(delay)
+                delay = min(delay * options.retry_interval_factor, options.max_retry_interval.total_seconds())
+                continue
+            try:
+                raw = to_json(value)
+            except (TypeError, msgspec.EncodeError) as exc:
+                return self._failed(500, f"step {self.name!r} returned a value that is not JSON-serialisable: {exc}")
+            return RunEntry(name=self.name, value=msgspec.Raw(raw), source=self.source)

@@ -68,9 +68,13 @@ class Runtime:
         self.writer.start()
         if self._transport is None:
             if settings.transport == "aiohttp":
-                self._transport = AiohttpTransport(settings.max_response_bytes, settings.connect_timeout)
+                self._transport = AiohttpTransport(
+                    settings.max_response_bytes, settings.connect_timeout, settings.max_handler_connections
+                )
             else:
-                self._transport = HttpxTransport(settings.max_response_bytes, settings.connect_timeout)
+                self._transport = HttpxTransport(
+                    settings.max_response_bytes, settings.connect_timeout, None, settings.max_handler_connections
+                )
         self.transport: Transport = self._transport
         self.registry = Registry(self.store, self.writer, self.transport, self.clock, settings.discovery_timeout)
         self.registry.load()

@@ -51,11 +51,12 @@ class HttpxTransport:
         max_response_bytes: int,
         connect_timeout: float = 5.0,
         client: httpx.AsyncClient | None = None,
+        max_connections: int = 512,
     ) -> None:
         self._max = max_response_bytes
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(None, connect=connect_timeout),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=256),
         )
 
     async def request(self, method: str, url: str, body: bytes = b"", timeout: float | None = None) -> HttpResponse:
@@ -84,10 +85,11 @@ class HttpxTransport:
 class AiohttpTransport:
     """Transport over a pooled aiohttp.ClientSession (the fast default)."""
 
-    def __init__(self, max_response_bytes: int, connect_timeout: float = 5.0) -> None:
+    def __init__(self, max_response_bytes: int, connect_timeout: float = 5.0, max_connections: int = 512) -> None:
         import aiohttp
 
         self._aiohttp = aiohttp
+        self._max_connections = max_connections
         self._max = max_response_bytes
         self._connect_timeout = connect_timeout
         self._session: aiohttp.ClientSession | None = None
@@ -97,7 +99,14 @@ class AiohttpTransport:
         if self._session is None:
             aiohttp = self._aiohttp
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=30, enable_cleanup_closed=True),
+                # A cap per handler service: a burst of 10,000 sends queues for connections
+                # instead of opening 10,000 sockets (and timing out on connect).
+                connector=aiohttp.TCPConnector(
+                    limit=0,
+                    limit_per_host=self._max_connections,
+                    keepalive_timeout=30,
+                    enable_cleanup_closed=True,
+                ),
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self._connect_timeout),
                 auto_decompress=False,
                 skip_auto_headers=("User-Agent",),

@@ -313,13 +313,17 @@ class Context:
         return self.generic_send(service, name, arg, key=key, send_delay=send_delay)
 
     def workflow_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
-        """Call a handler of a Workflow for `key` (its run handler runs once per key)."""
+        """Call a handler of a Workflow for `key`.
+
+        Its run handler runs once per key: calling the run of a key whose run already exists
+        raises a `TerminalError` (409) when awaited.
+        """
         return self.object_call(handler, key, arg)
 
     def workflow_send(
         self, handler: Callable[..., Any], key: str, arg: Any = None, *, send_delay: timedelta | None = None
     ) -> SendHandle:
-        """One-way call of a Workflow handler for `key`."""
+        """One-way call of a Workflow handler for `key` (a no-op for the run of a key whose run exists)."""
         return self.object_send(handler, key, arg, send_delay=send_delay)
 
 

@@ -1,4 +1,4 @@
-"""Durable futures (sleeps, calls, awakeables) and the combinators over them: gather, select.
+"""Durable futures (sleeps, calls, awakeables, promise values) and their combinators: gather, select.
 
 A durable future is completed by the proxy, never inside the attempt that created it: awaiting
 one that is not completed in the journal ends the attempt (the handler *suspends*) and the proxy

@@ -1,4 +1,8 @@
-"""``python -m proxy``: run the ingress and admin servers in one process over one data dir."""
+"""``python -m proxy``: run the ingress and admin servers in one process over one data dir.
+
+``python -m proxy dev ...`` (`proxy.dev`) and ``python -m proxy invocations|services|deployments ...``
+(`proxy.cli`) are subcommands dispatched by `main`.
+"""
 
 from __future__ import annotations
 

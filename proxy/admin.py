@@ -1,4 +1,5 @@
-"""The admin API: deployments, services, invocation inspection, stats, health, step acks."""
+"""The admin API: deployments, services, object state, invocations and operator actions, stats, metrics,
+health, step acks, and the web page (routes from `proxy.ui`)."""
 
 from __future__ import annotations
 

@@ -77,7 +77,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     connect_timeout: float = 5.0
     """Seconds to connect to a handler service."""
     max_handler_connections: int = 512
-    """Most concurrent requests to one handler service; further attempts wait for a connection."""
+    """Most concurrent requests to one handler service (httpx transport: to all of them); others wait."""
     retry_initial_interval: float = 0.5
     """First retry delay of a failed attempt, in seconds."""
     retry_factor: float = 2.0

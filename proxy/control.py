@@ -161,3 +161,4 @@ def purge(txn: Txn, invocation_id: str) -> None:
             txn.delete("workflows", workflow)
             txn.delete_prefix("state", workflow)
             txn.delete_prefix("promises", workflow)
+            txn.delete_prefix("promise_waiters", workflow)

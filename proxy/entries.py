@@ -1,7 +1,9 @@
 """Journal writes inside a write transaction: new entries and their effects, and completions.
 
 A new entry may do more than sit in the journal: a sleep arms a durable timer, a call or a send
-creates the child invocation, all in the same transaction as the entry itself, so a crash can
+creates the child invocation (a workflow's run at most once per key), a state write is applied, a
+promise operation waits on, reads or completes the promise, all in the same transaction as the
+entry itself, so a crash can
 never leave an entry without its effect or the reverse. What must happen after the commit
 (send a new attempt, wake the timer loop, answer waiting clients) is collected in `Effects`.
 """
@@ -133,12 +135,14 @@ def put_record(txn: Txn, record: InvocationRecord) -> None:
 
 def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> None:
     """Store a just-completed invocation with everything completion implies: the retention
-    index, waking its waiters, releasing its key's lock (admitting the next in line), and
-    completing its parent's call entry."""
+    index, deleting its pending sleep timers, waking its waiters, releasing its key's
+    lock (admitting the next in line), and completing its parent's call entry."""
     put_record(txn, record)
     txn.put("expiry", expiry_key(record.expires_ms, record.id), b"")
     for due_ms, index in record.timers:
         txn.delete("timers", timer_key(due_ms, record.id, index))
+    for name, index in record.promise_waits:
+        txn.delete("promise_waiters", promise_key(record.service, record.key, name) + journal_key(record.id, index))
     effects.finished(record)
     admitted = release(txn, record, now, new_token())
     if admitted is not None:
@@ -291,6 +295,8 @@ def write_entries(
         elif isinstance(entry, SetStateEntry | ClearStateEntry | ClearAllStateEntry):
             apply_state(txn, record, entry)
         elif isinstance(entry, PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry):
+            if resolve(record.service, record.handler)[2] != "workflow":
+                raise BadRequest("durable promises exist only in workflows")
             entry, record = _promise_entry(txn, record, index, entry, now, effects)
         txn.put("journal", key, encode(JournalItem(index=index, entry=entry)))
     return record
@@ -312,7 +318,10 @@ def _promise_entry(
         if promise is None or not promise.completed:
             waiter = promise_key(record.service, record.key, entry.name) + journal_key(record.id, index)
             txn.put("promise_waiters", waiter, b"")
-            return msgspec.structs.replace(entry, completed=False, seq=0), record
+            waits = [*record.promise_waits, (entry.name, index)]
+            return msgspec.structs.replace(entry, completed=False, seq=0), msgspec.structs.replace(
+                record, promise_waits=waits
+            )
         seq = record.completion_seq + 1
         raw = msgspec.Raw(promise.value) if promise.value is not None else NULL
         done = msgspec.structs.replace(entry, completed=True, seq=seq, value=raw, failure=promise.failure)
@@ -386,7 +395,12 @@ def complete_entry(
         completed = msgspec.structs.replace(entry, completed=True, seq=seq, value=raw, failure=failure)
     txn.put("journal", journal_key(invocation_id, index), encode(JournalItem(index=index, entry=completed)))
     timers = [t for t in record.timers if t[1] != index] if isinstance(entry, SleepEntry) else record.timers
-    record = msgspec.structs.replace(record, completion_seq=seq, timers=timers)
+    waits = (
+        [w for w in record.promise_waits if w[1] != index]
+        if isinstance(entry, PromiseGetEntry)
+        else record.promise_waits
+    )
+    record = msgspec.structs.replace(record, completion_seq=seq, timers=timers, promise_waits=waits)
     if record.status == "suspended" and index in record.waiting_on:
         record = start_attempt(record, new_token(), now)
         effects.start(record)

@@ -1,4 +1,4 @@
-"""The ingress API, with Restate's paths and status codes (see DESIGN.md's table)."""
+"""The ingress API, with Restate's paths and status codes (tabled in the README's "Ingress API")."""
 
 from __future__ import annotations
 

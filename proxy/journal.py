@@ -1,10 +1,10 @@
 """Invocation records and their pure transitions. No I/O: values in, values (or errors) out.
 
 Statuses (Restate's names): ``scheduled`` (a delayed send, not started yet), ``pending`` (queued
-behind another exclusive invocation of the same object key), ``running`` (an
-attempt is in flight), ``suspended`` (waiting on a timer, call or awakeable: no attempt, no
-memory), ``backing-off`` (waiting for the next retry), ``paused`` (retries exhausted or a journal
-mismatch; needs a human), ``completed`` (a result or a terminal failure is stored).
+behind another exclusive invocation of the same object key), ``running`` (an attempt is in
+flight), ``suspended`` (waiting on a timer, call, awakeable or promise: no attempt, no memory),
+``backing-off`` (waiting for the next retry), ``paused`` (retries exhausted, a journal mismatch or
+an operator's pause; needs a human), ``completed`` (a result or a terminal failure is stored).
 """
 
 from __future__ import annotations
@@ -73,6 +73,8 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
     cancelled: bool = False
     #: (due ms, index) of its sleep timers not fired yet, so completion can delete their rows.
     timers: list[tuple[int, int]] = []
+    #: (promise name, index) of the promises it waits on, so completion can delete the waiter rows.
+    promise_waits: list[tuple[str, int]] = []
 
     @property
     def is_completed(self) -> bool:

@@ -1,7 +1,7 @@
 """The LMDB environment: lifecycle, named databases, the data-dir lock and read helpers.
 
-Durability flags are fixed: ``sync=True, metasync=True, writemap=False`` (see RELIABILITY.md §2);
-every committed transaction is on disk before the writer reports it.
+Durability flags are fixed: ``sync=True, metasync=True, writemap=False``: every committed
+transaction is on disk (fsync) before the writer reports it.
 """
 
 from __future__ import annotations

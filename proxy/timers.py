@@ -4,7 +4,10 @@ Timers live in the ``timers`` database keyed by due time, so nothing per timer i
 memory: the loop reads the first rows, fires what is due, and sleeps until the next one (at
 most `_MAX_SLEEP` seconds, so a jump of the wall clock is noticed quickly). A fired timer's row
 is deleted in the same transaction that completes its entry, so it fires once, late if the proxy
-was down at the due time, and never again after the clock moves backwards.
+was down at the due time, and never again after the clock moves backwards. An invocation that
+completes first has its pending sleep timers deleted by the transaction that completes it
+(`entries.finish`); a delayed start whose invocation was cancelled or killed meanwhile fires as a
+no-op.
 """
 
 from __future__ import annotations

@@ -2,8 +2,8 @@
 
 The hop is the proxy's hot path, so the default is aiohttp's pooled client (measured ~19k req/s
 at concurrency 16 on the reference machine, against ~1k for httpx's default pool). The httpx
-implementation stays for tests, where respx or an in-process ASGI transport stands in for the
-handler service.
+implementation stays for ``--transport httpx`` and for tests, where respx or an in-process ASGI
+transport stands in for the handler service.
 """
 
 from __future__ import annotations

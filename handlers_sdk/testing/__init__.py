@@ -8,8 +8,8 @@
   against today's code; ``python -m handlers_sdk replay journal.json module:app`` on the CLI.
 
 pytest users get the ``replay_safety`` and ``local_runtime`` fixtures from
-``handlers_sdk.testing.pytest_plugin`` (``pytest -p handlers_sdk.testing.pytest_plugin``, or
-import them in a conftest). Nothing here imports pytest.
+``handlers_sdk.testing.pytest_plugin``, registered as a pytest plugin when the package is installed
+(else ``pytest -p handlers_sdk.testing.pytest_plugin``, or import them in a conftest). Nothing here imports pytest.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """pytest fixtures of the handler toolkit.
 
-Enable with ``pytest -p handlers_sdk.testing.pytest_plugin``, with
+Installing the package registers this module as a pytest plugin (the ``pytest11`` entry point
+``handlers_sdk`` in ``pyproject.toml``), so the fixtures are there with nothing to enable. Without
+the entry point (e.g. the sources on ``sys.path`` only), enable it with
+``pytest -p handlers_sdk.testing.pytest_plugin``, with
 ``pytest_plugins = ["handlers_sdk.testing.pytest_plugin"]`` in the root ``conftest.py``, or by
 importing the fixtures into any conftest::
 

@@ -117,8 +117,9 @@ class StepRecorder:
         replay.allocate = allocate_observed
         run = ctx.run
 
-        # A plain function returning the SDK's coroutine, not a coroutine of its own: the SDK takes
-        # the step's source line from the frame that awaits it, which must stay the user's.
+        # A plain function returning the SDK's coroutine, not a coroutine of its own. The SDK takes
+        # the step's source line when `run` is called, from the first caller frame outside
+        # `handlers_sdk` (this wrapper's module included), so it stays the user's call site.
         def run_observed(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             caller = sys._getframe(1)
             plain = {k: v for k, v in kwargs.items() if k != "options"}

@@ -1,4 +1,4 @@
-"""Acceptance tests: the RELIABILITY.md §3 failure matrix against real processes.
+"""Acceptance tests: the failure matrix (numbered below) against real processes.
 
 Where each row of the matrix is proved (``e2e/`` is the end-to-end suite next door):
 
@@ -27,5 +27,5 @@ Where each row of the matrix is proved (``e2e/`` is the end-to-end suite next do
 22. client disconnects mid-call: test_ingress_edges::test_client_disconnect_mid_call_then_attach
 23. non-deterministic replay (570): e2e/test_journal_mismatch
 24. SIGTERM: test_proxy_crashes::test_sigterm_under_load_loses_nothing, e2e/test_sigterm
-25. chaos soak (bounded to ~20 s of nemesis): test_chaos
+25. chaos soak (45 s of nemesis by default, CHAOS_SECONDS to change it): test_chaos
 """

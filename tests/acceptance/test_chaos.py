@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #25: a bounded chaos soak. A nemesis SIGKILLs or SIGTERMs the proxy or the handler
+"""Failure matrix #25: a bounded chaos soak. A nemesis SIGKILLs or SIGTERMs the proxy or the handler
 every 0.5-3 s for 45 s (CHAOS_SECONDS) while clients run 4-step ledger ops and increments of a counter object.
 Afterwards: every ok answer is still there unchanged, unknown ops resolve to one invocation each,
 no journaled step re-ran, and the counter equals the number of increments that took effect."""
@@ -19,7 +19,7 @@ from tests.e2e.harness import Cluster, History, Proc
 pytestmark = pytest.mark.acceptance
 
 #: Seconds of nemesis: 45 by default so that the whole scenario (start, soak, checks) stays under
-#: the suite's 60 s per scenario; CHAOS_SECONDS runs a longer soak by hand.
+#: the suite's 60 s per scenario; CHAOS_SECONDS runs a longer soak by hand (with a larger --timeout).
 SOAK_SECONDS = float(os.environ.get("CHAOS_SECONDS", "45"))
 JOB = {"steps": 4, "sleep": 0.02}
 

@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #20: the proxy's wall clock jumps an hour forward, then back. Timers that fall due
+"""Failure matrix #20: the proxy's wall clock jumps an hour forward, then back. Timers that fall due
 in the jump fire once; timers not yet due keep waiting; moving back never re-fires a fired timer.
 
 The proxy runs under `tests.handlers.clock_proxy`, which shifts ``SystemClock.now_ms`` by the

@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #4, #6-#11, #13: the handler service crashes, errs, hangs, is down, is poisoned,
+"""Failure matrix #4, #6-#11, #13: the handler service crashes, errs, hangs, is down, is poisoned,
 or answers too much; the proxy retries with bounded backoff, pauses visibly, and leaks nothing."""
 
 from __future__ import annotations

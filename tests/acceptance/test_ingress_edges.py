@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #12, #14, #15, #17, #21, #22: what clients can do wrong or rudely at the ingress.
+"""Failure matrix #12, #14, #15, #17, #21, #22: what clients can do wrong or rudely at the ingress.
 Every bad request gets a 4xx JSON answer and leaves the store untouched; slow or vanishing clients
 cannot block others or lose an invocation."""
 

@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #1-#3 and #24: the proxy dies (SIGKILL, a crash point, SIGTERM) with clients and
+"""Failure matrix #1-#3 and #24: the proxy dies (SIGKILL, a crash point, SIGTERM) with clients and
 handlers busy. Every acknowledged answer survives unchanged, unknown ops resolve to one invocation
 with their idempotency key, failed ops leave nothing behind, and no journaled step re-runs."""
 

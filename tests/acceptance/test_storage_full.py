@@ -1,4 +1,4 @@
-"""RELIABILITY §3 #18 and #19: the LMDB map or the disk fills up. Writes fail with 507 (only those
+"""Failure matrix #18 and #19: the LMDB map or the disk fills up. Writes fail with 507 (only those
 that do not fit), reads keep working, nothing acknowledged is lost, and writes resume once there is
 room again (a larger map after a restart, or the disk limit lifted while running)."""
 

@@ -1,4 +1,4 @@
-"""Client load with a Jepsen-style history, and the checkers of RELIABILITY.md §3 that run on it.
+"""Client load with a Jepsen-style history, and the failure-matrix checkers that run on it.
 
 Each op is one ``POST /Ledger/run`` with its own idempotency key (the op's key, also its tag). The
 client records what it learned: ``ok`` (a 200 with the result), ``fail`` (definitely no effect:

@@ -3,7 +3,7 @@
 Every process is started with ``start_new_session=True`` on a port from ``bind(("127.0.0.1", 0))``,
 logs to a file under the test's ``tmp_path``, and is killed by its own PID (never by name) when the
 test ends. The helpers here also read the step ledger the test handlers write, and hold the checkers
-of RELIABILITY.md §3.
+of the failure matrix (tests/acceptance/__init__.py).
 """
 
 from __future__ import annotations

@@ -124,3 +124,18 @@ def test_admin_can_edit_object_state(cluster: Cluster) -> None:
     bad = proxy.http.post(f"{proxy.admin}/services/Counter/state", content=b"{}")
     assert bad.status_code == 400
     poll(lambda: proxy.call("Counter/fix/get").json() == 101, 5)
+
+
+def test_a_killed_then_purged_workflow_leaves_nothing_behind(cluster: Cluster) -> None:
+    _handler, proxy = _start(cluster)
+    run = proxy.send("Signup/u-9/run", "x@example.com")
+    proxy.wait_status(run, "suspended", timeout=15)
+    assert proxy.counts()["promise_waiters"] == 1
+    assert proxy.http.patch(f"{proxy.admin}/invocations/{run}/kill").status_code == 200
+    assert proxy.counts()["promise_waiters"] == 0
+    assert proxy.http.patch(f"{proxy.admin}/invocations/{run}/purge").status_code == 200
+    counts = proxy.counts()
+    assert (counts["state"], counts["workflows"], counts["journal"]) == (0, 0, 0)
+    # The key is free again: a new run starts.
+    again = proxy.call("Signup/u-9/run/send", "y@example.com")
+    assert again.json()["status"] == "Accepted"

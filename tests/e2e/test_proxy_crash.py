@@ -64,7 +64,7 @@ def test_proxy_sigkill_mid_invocation_resumes_by_itself(cluster: Cluster) -> Non
 
 
 def test_old_attempts_late_ack_after_proxy_restart_is_fenced(cluster: Cluster) -> None:
-    """RELIABILITY §3 #5: the handler keeps running a slow step while the proxy restarts; its ack
+    """Failure matrix #5: the handler keeps running a slow step while the proxy restarts; its ack
     arrives at the new proxy, which must refuse it (409) and keep the new attempt's result."""
     handler = cluster.handler()
     proxy = cluster.proxy([handler])

@@ -1,4 +1,4 @@
-"""The SDK must not need the proxy's dependencies (DESIGN.md: a handler service installs only
+"""The SDK must not need the proxy's dependencies (the README: a handler service installs only
 msgspec and httpx)."""
 
 from __future__ import annotations

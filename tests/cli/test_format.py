@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from proxy import cli
+from proxy import cli, tables
 
 NOW = 1_800_000_000_000
 
 
 def test_format_table_aligns_columns() -> None:
-    text = cli.format_table(["ID", "STATUS", "INFO"], [["a", "running", "x"], ["bbbb", "ok", ""]])
+    text = tables.format_table(["ID", "STATUS", "INFO"], [["a", "running", "x"], ["bbbb", "ok", ""]])
     assert text.splitlines() == ["ID    STATUS   INFO", "a     running  x", "bbbb  ok"]
 
 
@@ -22,7 +22,7 @@ def test_format_table_aligns_columns() -> None:
     [(-3, "0ms"), (0.25, "250ms"), (42.9, "42s"), (192, "3m12s"), (18120, "5h02m"), (2 * 86400 + 3 * 3600, "2d03h")],
 )
 def test_format_age(seconds: float, text: str) -> None:
-    assert cli.format_age(seconds) == text
+    assert tables.format_age(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -66,12 +66,12 @@ def test_format_age(seconds: float, text: str) -> None:
     ],
 )  # fmt: skip
 def test_format_entry(entry: dict[str, Any], text: str) -> None:
-    assert cli.format_entry(entry, NOW) == text
+    assert tables.format_entry(entry, NOW) == text
 
 
 def test_sleep_of_a_completed_invocation_never_fires() -> None:
     entry = {"type": "sleep", "wake_at_ms": NOW + 1000}
-    assert cli.format_entry(entry, NOW, finished=True).endswith("(never fired)")
+    assert tables.format_entry(entry, NOW, finished=True).endswith("(never fired)")
 
 
 def _view(**fields: Any) -> dict[str, Any]:
@@ -81,15 +81,15 @@ def _view(**fields: Any) -> dict[str, Any]:
 
 def test_info_column() -> None:
     backing = _view(status="backing-off", next_retry_ms=NOW + 4000, last_failure={"code": 503, "message": "down"})
-    assert cli._info(backing, NOW) == "retry in 4s; last failure: 503 down"
+    assert tables.info_line(backing, NOW) == "retry in 4s; last failure: 503 down"
     waits = [
         {"index": 2, "kind": "call", "target": "Child/work", "invocation_id": "inv_c"},
         {"index": 3, "kind": "promise", "name": "p"},
     ]
     suspended = _view(status="suspended", waiting_on=waits)
-    assert cli._info(suspended, NOW) == "waiting on call Child/work inv_c, promise 'p'"
-    assert cli._info(_view(status="completed", result={"a": 1}), NOW) == 'ok: {"a":1}'
-    assert cli._info(_view(status="completed", failure={"code": 409, "message": "invocation killed"}), NOW) == (
+    assert tables.info_line(suspended, NOW) == "waiting on call Child/work inv_c, promise 'p'"
+    assert tables.info_line(_view(status="completed", result={"a": 1}), NOW) == 'ok: {"a":1}'
+    assert tables.info_line(_view(status="completed", failure={"code": 409, "message": "invocation killed"}), NOW) == (
         "failed: 409 invocation killed"
     )
 
@@ -100,7 +100,7 @@ def test_show_layout() -> None:
         waiting_on=[{"index": 1, "kind": "timer", "wake_at_ms": NOW + 60_000}],
         journal=[{"index": i, "entry": {"type": "run", "name": f"s{i}", "value": i}} for i in range(11)],
     )
-    lines = cli._show(view, NOW).splitlines()
+    lines = tables.render_invocation(view, NOW).splitlines()
     assert lines[0] == "id:          inv_1"
     assert "waiting on:  timer in 1m00s" in lines
     assert "journal (11 entries):" in lines

@@ -282,8 +282,8 @@ class AckClient:
         )
         return reply.status_code, reply.content
 
-    async def append(self, callback_url: str, request: AppendRequest) -> None:
-        """Send one entry; returns once the proxy has committed it.
+    async def append(self, callback_url: str, request: AppendRequest) -> bytes:
+        """Send one entry; returns the proxy's answer (an AppendResponse) once it has committed it.
 
         Raises:
             AckRejected: the proxy answered 4xx; the caller decides (fence or fail the step).
@@ -299,13 +299,14 @@ class AckClient:
                 await asyncio.sleep(delay)
                 continue
             if status == 200:
-                return
+                return content
             if 400 <= status < 500:
                 raise AckRejected(status, content)
             if delay is None:
                 raise AckRejected(status, content)
             # 5xx (e.g. 507 storage full, 503 draining): the entry is not durable; try again.
             await asyncio.sleep(delay)
+        raise AssertionError("unreachable: the last try returns or raises")
 
     async def aclose(self) -> None:
         """Close the pools."""

@@ -23,6 +23,7 @@ from handlers_sdk.protocol import (
     Outcome,
     RunEntry,
     Suspended,
+    decode_append_response,
 )
 from handlers_sdk.replay import Replay
 from handlers_sdk.serde import from_json, to_json
@@ -167,14 +168,13 @@ class Attempt:
         request = self.request
         try:
             try:
-                await self._post(index, entry)
+                entry = await self._post(index, entry)
             except AckRejected as exc:
                 if exc.status != 413 or not isinstance(entry, RunEntry):
                     raise
                 # The value is too large to journal: the step fails terminally, deterministically.
                 message = f"step {entry.name!r}: result too large to journal"
-                entry = RunEntry(name=entry.name, failure=Failure(code=413, message=message))
-                await self._post(index, entry)
+                entry = await self._post(index, RunEntry(name=entry.name, failure=Failure(code=413, message=message)))
         except AckRejected as exc:
             # 409: a newer attempt owns the invocation. Anything else (a 5xx that outlived the
             # retries, a 4xx for a bad entry) ends this attempt as a failure to be retried.
@@ -183,9 +183,10 @@ class Attempt:
             self.stop("unreachable", f"proxy callback {request.callback_url}: {exc!r}")
         return entry
 
-    async def _post(self, index: int, entry: Entry) -> None:
+    async def _post(self, index: int, entry: Entry) -> Entry:
+        """Append `entry`; returns it as journaled (the proxy may have completed it already)."""
         request = self.request
-        await self._ack.append(
+        answer = await self._ack.append(
             request.callback_url,
             AppendRequest(
                 invocation_id=request.invocation_id,
@@ -195,6 +196,12 @@ class Attempt:
                 entry=entry,
             ),
         )
+        # Most answers are just {"index": n}: decode only when the proxy sent the entry back.
+        if b'"entry"' in answer:
+            journaled = decode_append_response(answer).entry
+            if journaled is not None:
+                return journaled
+        return entry
 
 
 def _errored(exc: BaseException, entries: list[JournalItem]) -> Errored:

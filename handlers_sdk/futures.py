@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import msgspec
 
 from handlers_sdk.errors import TerminalError
-from handlers_sdk.protocol import CompletableEntry, PromisePeekEntry, SleepEntry
+from handlers_sdk.protocol import COMPLETABLE, CompletableEntry, PromisePeekEntry, SleepEntry
 from handlers_sdk.serde import from_json
 
 if TYPE_CHECKING:
@@ -34,7 +34,9 @@ class DurableFuture(Generic[T]):
 
     async def _completion(self) -> CompletableEntry | None:
         """The completed entry, after making sure the entry itself is durable."""
-        await self._attempt.durable(self.index)
+        committed = await self._attempt.durable(self.index)
+        if isinstance(committed, COMPLETABLE) and committed.completed:
+            return committed  # completed by the proxy when it journaled the entry
         return self._attempt.replay.completion(self.index)
 
     def _value(self, entry: CompletableEntry) -> T:

@@ -53,6 +53,7 @@ __all__ = [
     "awakeable_id",
     "child_invocation_id",
     "decode_append",
+    "decode_append_response",
     "decode_entry",
     "decode_invoke",
     "decode_manifest",
@@ -274,6 +275,10 @@ class AppendResponse(_Wire, frozen=True, kw_only=True):
     """The proxy's answer to an append, sent only after the entry is committed."""
 
     index: int
+    #: The entry as journaled, when the proxy completed it on the spot (a promise peek or
+    #: resolution, a call to an unknown service, an already resolved promise): the handler goes
+    #: on without suspending to learn the result.
+    entry: Entry | None = None
 
 
 class Completed(_Wire, tag="completed", frozen=True, kw_only=True):
@@ -363,6 +368,7 @@ def parse_awakeable_id(awakeable: str) -> tuple[str, int] | None:
 _encoder = msgspec.json.Encoder()
 _invoke_decoder = msgspec.json.Decoder(InvokeRequest)
 _append_decoder = msgspec.json.Decoder(AppendRequest)
+_append_response_decoder = msgspec.json.Decoder(AppendResponse)
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 _manifest_decoder = msgspec.json.Decoder(Manifest)
 _entry_decoder = msgspec.json.Decoder(Entry)
@@ -381,6 +387,12 @@ def decode_invoke(data: bytes) -> InvokeRequest:
 def decode_append(data: bytes) -> AppendRequest:
     """Decode a step append."""
     return _append_decoder.decode(data)
+
+
+def decode_append_response(data: bytes) -> AppendResponse:
+    """Decode the proxy's answer to an append."""
+    response: AppendResponse = _append_response_decoder.decode(data)
+    return response
 
 
 def decode_outcome(data: bytes) -> Outcome:

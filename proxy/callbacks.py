@@ -33,10 +33,11 @@ def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
             append_request = decode_append(body)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f"bad append request: {exc}") from None
-        await runtime.invoker.append(append_request)
+        journaled = await runtime.invoker.append(append_request)
         runtime.metrics.step_seconds.observe(time.perf_counter() - started)
         faults.hit("callbacks.before_response")
-        return Response(encode(AppendResponse(index=append_request.index)), media_type="application/json")
+        answer = AppendResponse(index=append_request.index, entry=journaled)
+        return Response(encode(answer), media_type="application/json")
 
     return append
 
@@ -94,13 +95,13 @@ class AckFastPath:
                 append_request = decode_append(body)
             except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
                 raise BadRequest(f"bad append request: {exc}") from None
-            await runtime.invoker.append(append_request)
+            journaled = await runtime.invoker.append(append_request)
         except ProxyError as exc:
             await _send(send, exc.status, _ERROR_HEADERS, exc.body("admin"))
             return
         runtime.metrics.step_seconds.observe(time.perf_counter() - started)
         faults.hit("callbacks.before_response")
-        await _send(send, 200, _JSON_HEADERS, encode(AppendResponse(index=append_request.index)))
+        await _send(send, 200, _JSON_HEADERS, encode(AppendResponse(index=append_request.index, entry=journaled)))
 
 
 async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

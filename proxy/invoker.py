@@ -16,10 +16,12 @@ from typing import Any, cast
 import msgspec
 
 from handlers_sdk.protocol import (
+    COMPLETABLE,
     CONTENT_TYPE,
     PROTOCOL_VERSION,
     AppendRequest,
     Completed,
+    Entry,
     Errored,
     Failed,
     Failure,
@@ -40,6 +42,7 @@ from proxy.entries import (
     is_completed,
     new_token,
     put_record,
+    read_entry,
     read_record,
     write_entries,
 )
@@ -199,8 +202,9 @@ class Invoker:
 
     # -- acks -----------------------------------------------------------------------------------
 
-    async def append(self, request: AppendRequest) -> None:
-        """Journal one entry from the current attempt. Returns after commit.
+    async def append(self, request: AppendRequest) -> Entry | None:
+        """Journal one entry from the current attempt. Returns after commit, with the entry as
+        journaled if the proxy completed it on the spot (else None).
 
         Raises:
             Fenced: the attempt is not current, or the index holds another entry.
@@ -218,7 +222,7 @@ class Invoker:
         max_entries = self._settings.max_journal_entries
         now = self._clock.now_ms()
 
-        def write(txn: Txn) -> Effects:
+        def write(txn: Txn) -> tuple[Effects, Entry | None]:
             effects = Effects()
             record = read_record(txn, request.invocation_id)
             if record is None:
@@ -229,11 +233,16 @@ class Invoker:
             )
             if updated is not record:
                 put_record(txn, updated)
-            return effects
+            if not isinstance(request.entry, COMPLETABLE):
+                return effects, None
+            journaled = read_entry(txn, request.invocation_id, request.index)
+            completed = isinstance(journaled, COMPLETABLE) and journaled.completed
+            return effects, journaled if completed else None
 
-        effects = await self._writer.submit(write)
+        effects, journaled = await self._writer.submit(write)
         live.last_activity = self._clock.monotonic()
         self.apply(effects)
+        return journaled
 
     # -- one attempt ----------------------------------------------------------------------------
 

@@ -27,7 +27,9 @@ from handlers_sdk.ack import AckClient, AckRejected
 from handlers_sdk.attempt import run_attempt
 from handlers_sdk.errors import JournalMismatchError, TerminalError
 from handlers_sdk.protocol import (
+    COMPLETABLE,
     AppendRequest,
+    AppendResponse,
     Completed,
     Entry,
     Errored,
@@ -237,10 +239,15 @@ class _InMemoryAck(AckClient):
         super().__init__(None)
         self._runtime = runtime
 
-    async def append(self, callback_url: str, request: AppendRequest) -> None:
-        """Commit one entry, or raise AckRejected(409) like the proxy does."""
+    async def append(self, callback_url: str, request: AppendRequest) -> bytes:
+        """Commit one entry, or raise AckRejected(409) like the proxy does; the answer carries the
+        entry back when committing it completed it (as the proxy's does)."""
         await asyncio.sleep(0)
         self._runtime._on_append(request)
+        inv = self._runtime.invocations[request.invocation_id]
+        journaled = inv.journal.get(request.index)
+        completed = isinstance(journaled, COMPLETABLE) and journaled.completed
+        return encode(AppendResponse(index=request.index, entry=journaled if completed else None))
 
 
 class LocalRuntime:

@@ -109,6 +109,9 @@ def test_workflow_promise_resolved_while_the_proxy_is_down(cluster: Cluster) -> 
     # A second resolution of the same promise is a terminal 409 for that handler.
     second = proxy.call("Signup/u-1/click", "again")
     assert second.status_code == 409
+    # The proxy completed the resolution when journaling it and said so in the ack: the handler
+    # learned the 409 without suspending (one attempt).
+    assert proxy.invocation(second.headers["x-restate-id"])["attempt"] == 1
     assert cluster.ledger.start_counts(run) == {0: 1}
 
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast check lint bench clean
+.PHONY: install run test test-fast check lint bench bench-peers clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ check: lint test
 ## The benchmark (prints one table); `make bench SIZE=tiny` for a quick run.
 bench: install
 	$(PY) -m bench $(if $(SIZE),--size $(SIZE),)
+
+## The benchmark with Restate and DBOS measured in the same run (installs them under ~/.cache/durable-proxy-bench).
+bench-peers: install
+	$(PY) -m bench --size full --peers
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

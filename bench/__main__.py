@@ -1,8 +1,10 @@
-"""``python -m bench [--size tiny|full]``: the benchmark of issue 6. Prints one table, writes JSON.
+"""``python -m bench [--size tiny|full] [--peers]``: the benchmark of issue 6. Prints one table, writes JSON.
 
 Starts a real proxy (``python -m proxy`` over a temporary data dir) and a real handler service
 (uvicorn, uvloop, httptools, one worker) on free 127.0.0.1 ports, drives them with an aiohttp
-client, prints the table and writes every figure to ``bench/results/``.
+client, prints the table and writes every figure to ``bench/results/``. With ``--peers``, the same
+workloads also run through Restate and DBOS (set up under ~/.cache/durable-proxy-bench, see
+bench/peers.py), as an extra block of the table with the ratios.
 """
 
 from __future__ import annotations
@@ -30,11 +32,24 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="seconds to wait for other processes to go quiet first (default: 60 for full, 0 for tiny)",
     )
+    parser.add_argument(
+        "--peers", action="store_true", help="also measure Restate and DBOS (installs them in a cache dir)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="JSON output file (default bench/results/...)")
     args = parser.parse_args(argv)
     quiet_wait = args.quiet_wait if args.quiet_wait is not None else (60.0 if args.size == "full" else 0.0)
+    prepared = None
+    if args.peers:
+        from bench.peers import prepare
+
+        prepared = prepare()  # installs first, so downloads do not overlap any measurement
     result = run_benchmark(args.size, args.transport, quiet_wait)
     result["checks"] = {name: met for name, met in checks(result["figures"])}
+    if prepared is not None:
+        from bench.peers import peer_checks, run_peers
+
+        result["peers"] = run_peers(args.size, prepared, min(quiet_wait, 15.0))
+        result["checks"].update(peer_checks(result))
     print(table(result))
     out = args.out
     if out is None:

@@ -170,4 +170,9 @@ def table(result: dict[str, Any]) -> str:
         "References on this machine: Restate 1.7.12 trivial 3.0 ms p50, ~1,200/s at c=64,",
         "10-step ~2,000-2,500 steps/s at c=64; DBOS+SQLite ~1.5 ms/step.",
     ]
-    return "\n".join([title, line(header), sep, *(line(r) for r in rows), *notes])
+    extra: list[str] = []
+    if "peers" in result:
+        from bench.peers import peers_block
+
+        extra = peers_block(result)
+    return "\n".join([title, line(header), sep, *(line(r) for r in rows), *notes, *extra])

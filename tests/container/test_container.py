@@ -16,7 +16,6 @@ import json
 import os
 import resource
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,9 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.e2e import harness
+from tests.e2e.harness import free_port
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(600)]
 
@@ -192,28 +194,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 # -- processes on the host ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def poll(predicate: Callable[[], Any], timeout: float, what: str, detail: Callable[[], str] = lambda: "") -> Any:
-    """Call `predicate` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    last: BaseException | None = None
-    while True:
-        try:
-            value = predicate()
-            if value:
-                return value
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-            last = exc
-        if time.monotonic() >= deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what} ({last!r})\n{detail()}")
-        time.sleep(0.1)
+    """The e2e harness's `poll`, with the container's logs in the failure message."""
+    return harness.poll(predicate, timeout, interval=0.1, message=lambda: f"{what}\n{detail()}")
 
 
 @pytest.fixture

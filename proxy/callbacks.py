@@ -22,6 +22,22 @@ __all__ = ["AckFastPath", "append_endpoint"]
 _ENVELOPE = 4096
 
 
+async def _append(runtime: Runtime, body: bytes, started: float) -> bytes:
+    """Decode one append, journal it, and return the answer's body. Returns after commit.
+
+    Raises:
+        ProxyError: a bad request (400) or what the invoker refused (409 fenced, 413, 507...).
+    """
+    try:
+        append_request = decode_append(body)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"bad append request: {exc}") from None
+    journaled = await runtime.invoker.append(append_request)
+    runtime.metrics.step_seconds.observe(time.perf_counter() - started)
+    faults.hit("callbacks.before_response")
+    return encode(AppendResponse(index=append_request.index, entry=journaled))
+
+
 def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
     """The Starlette endpoint for ``POST /internal/v1/entries``."""
     settings = runtime.settings
@@ -29,15 +45,7 @@ def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
     async def append(request: Request) -> Response:
         started = time.perf_counter()
         body = await read_body(request, settings.max_entry_bytes + _ENVELOPE, settings.body_read_timeout)
-        try:
-            append_request = decode_append(body)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
-            raise BadRequest(f"bad append request: {exc}") from None
-        journaled = await runtime.invoker.append(append_request)
-        runtime.metrics.step_seconds.observe(time.perf_counter() - started)
-        faults.hit("callbacks.before_response")
-        answer = AppendResponse(index=append_request.index, entry=journaled)
-        return Response(encode(answer), media_type="application/json")
+        return Response(await _append(runtime, body, started), media_type="application/json")
 
     return append
 
@@ -91,17 +99,11 @@ class AckFastPath:
             return
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
-            try:
-                append_request = decode_append(body)
-            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
-                raise BadRequest(f"bad append request: {exc}") from None
-            journaled = await runtime.invoker.append(append_request)
+            answer = await _append(runtime, body, started)
         except ProxyError as exc:
             await _send(send, exc.status, _ERROR_HEADERS, exc.body("admin"))
             return
-        runtime.metrics.step_seconds.observe(time.perf_counter() - started)
-        faults.hit("callbacks.before_response")
-        await _send(send, 200, _JSON_HEADERS, encode(AppendResponse(index=append_request.index, entry=journaled)))
+        await _send(send, 200, _JSON_HEADERS, answer)
 
 
 async def _send(send: Any, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["DevOptions", "HandlerTarget", "UsageError", "build_parser", "main", "resolve_target"]
+__all__ = ["DevOptions", "HandlerTarget", "UsageError", "build_parser", "main", "resolve_target", "stop_process_group"]
 
 _EXIT_OK = 0
 _EXIT_FAILED = 1
@@ -205,8 +205,12 @@ def _start_handler(opts: DevOptions) -> subprocess.Popen[bytes]:
     )
 
 
-def _stop_handler(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the handler's process group (the uvicorn reloader and its worker), SIGKILL after 10 s."""
+def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM a child's process group (e.g. the uvicorn reloader and its worker), SIGKILL after 10 s.
+
+    The child must have been started with ``start_new_session=True`` and not yet reaped, so that
+    its pid is still its group's id.
+    """
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -435,7 +439,7 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
             watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watch
-        await asyncio.to_thread(_stop_handler, handler)
+        await asyncio.to_thread(stop_process_group, handler)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
         if temporary:

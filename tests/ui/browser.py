@@ -30,6 +30,8 @@ from typing import Any
 
 import aiohttp
 
+from proxy.dev import stop_process_group
+
 __all__ = [
     "CHROMIUM_NAMES",
     "WINDOW",
@@ -395,16 +397,7 @@ class DevToolsPage:
         proc = self.proc
         if proc is None:
             return
-        if proc.poll() is None:
-            # Not reaped yet, so the process group id is still this browser's.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_process_group(proc)
         self.proc = None
 
     def _log_tail(self) -> str:

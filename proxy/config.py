@@ -90,6 +90,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds a completed invocation, its journal and idempotency key are kept (then purged)."""
     sweep_interval: float = 60.0
     """Seconds between two runs of the retention sweeper."""
+    resident_map_limit: int = 32 * 1024**2
+    """Most LMDB file pages kept mapped (in the RSS); past it they are unmapped but stay cached (0 = no limit)."""
+    resident_check_interval: float = 2.0
+    """Seconds between two checks of the mapped LMDB pages against --resident-map-limit."""
     discovery_timeout: float = 10.0
     """Seconds to wait for a handler service's /discovery answer."""
     transport: str = "aiohttp"
@@ -104,6 +108,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
         if self.log_format not in ("json", "text"):
             raise ValueError("log_format must be 'json' or 'text'")
+        if self.resident_map_limit < 0:
+            raise ValueError("resident_map_limit must be >= 0")
+        if self.resident_check_interval <= 0:
+            raise ValueError("resident_check_interval must be > 0")
         if self.map_size > self.max_map_size:
             raise ValueError("map_size must not exceed max_map_size")
 
@@ -113,7 +121,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         return self.callback_url or f"http://127.0.0.1:{self.admin_port}"
 
 
-_SIZE_FIELDS = {"map_size", "max_map_size", "max_body_bytes", "max_entry_bytes", "max_response_bytes"}
+_SIZE_FIELDS = {
+    "map_size", "max_map_size", "max_body_bytes", "max_entry_bytes", "max_response_bytes", "resident_map_limit",
+}  # fmt: skip
 
 
 def _field_docs() -> dict[str, str]:

@@ -33,7 +33,7 @@ __all__ = [
 ACTIVE_STATUSES = frozenset({"scheduled", "pending", "running", "suspended", "backing-off", "paused"})
 
 
-class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
+class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Everything the proxy knows about one invocation, except its input and journal."""
 
     id: str
@@ -82,7 +82,7 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True):
         return self.status == "completed"
 
 
-class DeploymentRecord(msgspec.Struct, frozen=True, kw_only=True):
+class DeploymentRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A registered handler service endpoint and what its discovery announced."""
 
     id: str
@@ -92,7 +92,7 @@ class DeploymentRecord(msgspec.Struct, frozen=True, kw_only=True):
     created_ms: int = 0
 
 
-class ServiceRecord(msgspec.Struct, frozen=True, kw_only=True):
+class ServiceRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A service, its type and handlers, and the deployment that serves it (the latest)."""
 
     name: str

@@ -44,7 +44,7 @@ _state_row = msgspec.msgpack.Decoder(tuple[str, bytes])
 _encoder = msgspec.msgpack.Encoder()
 
 
-class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True):
+class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A workflow's durable promise."""
 
     name: str

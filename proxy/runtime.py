@@ -22,6 +22,7 @@ from proxy.keys import idempotency_key, invocation_key, new_invocation_id
 from proxy.metrics import Metrics
 from proxy.objects import object_hash
 from proxy.registry import Registry
+from proxy.residency import MapResidency
 from proxy.store import Store
 from proxy.sweeper import Sweeper
 from proxy.timers import Timers
@@ -85,9 +86,13 @@ class Runtime:
         self.timers = Timers(self.store, self.writer, self.clock, self.invoker.apply, self.metrics)
         self.invoker.on_timer = self.timers.poke
         self.sweeper = Sweeper(self.store, self.writer, self.clock, settings.sweep_interval)
+        self.residency = MapResidency(
+            self.store, self.writer, settings.resident_map_limit, settings.resident_check_interval
+        )
         await self._recover()
         self.timers.start()
         self.sweeper.start()
+        self.residency.start()
         for uri in settings.deployments:
             self._spawn(self._register_until_up(uri))
         self.started = True
@@ -101,6 +106,7 @@ class Runtime:
             task.cancel()
         await self.timers.close()
         await self.sweeper.close()
+        await self.residency.close()
         await self.invoker.close()
         await self.writer.close()
         for waiters in self._waiters.values():
@@ -346,6 +352,12 @@ class Runtime:
             "# HELP durable_purged_total Completed invocations purged by the retention sweeper.",
             "# TYPE durable_purged_total counter",
             f"durable_purged_total {self.sweeper.purged}",
+            "# HELP durable_lmdb_map_resident_bytes LMDB file pages mapped by the proxy (part of its RSS).",
+            "# TYPE durable_lmdb_map_resident_bytes gauge",
+            f"durable_lmdb_map_resident_bytes {self.residency.measure()}",
+            "# HELP durable_lmdb_map_drops_total Times the mapped LMDB pages passed the limit and were dropped.",
+            "# TYPE durable_lmdb_map_drops_total counter",
+            f"durable_lmdb_map_drops_total {self.residency.drops}",
         ]
         return lines
 

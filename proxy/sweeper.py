@@ -7,13 +7,13 @@ load the data file stops growing.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from proxy.clock import Clock
 from proxy.control import purge
 from proxy.errors import ProxyError
 from proxy.keys import split_expiry_key
+from proxy.periodic import Periodic
 from proxy.store import Store
 from proxy.writer import Txn, Writer
 
@@ -31,30 +31,16 @@ class Sweeper:
         self._store = store
         self._writer = writer
         self._clock = clock
-        self._interval = interval
-        self._task: asyncio.Task[None] | None = None
+        self._periodic = Periodic("retention sweep", interval, self.sweep, log)
         self.purged = 0
 
     def start(self) -> None:
         """Start the loop."""
-        self._task = asyncio.create_task(self._loop(), name="sweeper")
+        self._periodic.start()
 
     async def close(self) -> None:
         """Stop the loop."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait([self._task])
-            self._task = None
-
-    async def _loop(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("retention sweep failed")
+        await self._periodic.close()
 
     async def sweep(self) -> int:
         """Purge every invocation whose retention has passed; returns how many."""

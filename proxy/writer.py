@@ -92,17 +92,44 @@ class _Request:
         self.error: BaseException | None = None
 
 
+class _Call:
+    """Work for the writer thread that runs between transactions, outside any of them."""
+
+    __slots__ = ("fn", "future", "loop")
+
+    def __init__(self, fn: Callable[[], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+        self.fn = fn
+        self.future = future
+        self.loop = loop
+
+    def run(self) -> None:
+        result: Any = None
+        error: BaseException | None = None
+        try:
+            result = self.fn()
+        except Exception as exc:  # noqa: BLE001 - reported to the caller; the writer thread lives on
+            error = exc
+        try:
+            self.loop.call_soon_threadsafe(_settle, self.future, result, error)
+        except RuntimeError:  # loop closed: nobody is waiting any more
+            pass
+
+
 _STOP = object()
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the awaiting coroutine was cancelled
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
 
 
 def _resolve(batch: list[_Request]) -> None:
     for request in batch:
-        if request.future.done():  # the awaiting coroutine was cancelled
-            continue
-        if request.error is not None:
-            request.future.set_exception(request.error)
-        else:
-            request.future.set_result(request.result)
+        _settle(request.future, request.result, request.error)
 
 
 class Writer:
@@ -112,7 +139,7 @@ class Writer:
         self._store = store
         self._max_map_size = max_map_size
         self._max_batch = max_batch
-        self._queue: queue.SimpleQueue[_Request | object] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Request | _Call | object] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="lmdb-writer", daemon=True)
         self._closed = False
         self.commits = 0
@@ -137,6 +164,19 @@ class Writer:
         self._queue.put(_Request(fn, future, loop))
         return await future
 
+    async def call(self, fn: Callable[[], T]) -> T:
+        """Run `fn` on the writer thread between two transactions; returns its result.
+
+        For work that must not overlap a write transaction or a growth of the map (the writer
+        thread is the only one that remaps it).
+        """
+        if self._closed:
+            raise Unavailable("the proxy is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Call(fn, future, loop))
+        return await future
+
     async def close(self) -> None:
         """Commit what is queued, then stop the thread."""
         if self._closed:
@@ -151,7 +191,11 @@ class Writer:
             first = self._queue.get()
             if first is _STOP:
                 break
+            if isinstance(first, _Call):
+                first.run()
+                continue
             batch = [first]
+            call: _Call | None = None  # a call ends the batch; it runs after the commit
             while len(batch) < self._max_batch:
                 try:
                     item = self._queue.get_nowait()
@@ -159,6 +203,9 @@ class Writer:
                     break
                 if item is _STOP:
                     stopping = True
+                    break
+                if isinstance(item, _Call):
+                    call = item
                     break
                 batch.append(item)
             requests: list[_Request] = batch  # type: ignore[assignment]
@@ -176,6 +223,8 @@ class Writer:
                     loop.call_soon_threadsafe(_resolve, group)
                 except RuntimeError:  # loop closed: nobody is waiting any more
                     pass
+            if call is not None:
+                call.run()
 
     def _commit(self, batch: list[_Request]) -> None:
         """Commit `batch`, growing the map when full; isolate requests that cannot fit."""

@@ -669,7 +669,8 @@ def peers_block(result: dict[str, Any]) -> list[str]:
         )
     notes.append(
         "Our RSS is read after all our workloads (also 100- and 1,000-step runs and the crash/resume), the "
-        "peers' after theirs; mapped LMDB pages make most of the difference between our RSS and private."
+        "peers' after theirs; the rest of our RSS over private is mapped LMDB pages (at most "
+        "--resident-map-limit, 32 MiB by default) and shared libraries."
     )
     notes.append(
         "ours vs peer = how many times better ours is (peer latency / ours, ours throughput / peer's); "

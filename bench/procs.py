@@ -133,8 +133,8 @@ def _env() -> dict[str, str]:
 def rss_kib(pid: int) -> dict[str, int]:
     """Memory of a process in KiB, from /proc: ``rss`` (and its ``anon`` and ``file`` parts), ``peak``.
 
-    ``file`` counts pages of mapped files: the LMDB map (pages the proxy has read, reclaimable page
-    cache that grows with the data touched) and shared libraries. ``anon`` is the process's own memory.
+    ``file`` counts pages of mapped files: the LMDB map (pages the proxy has read since its last drop
+    of them, see ``--resident-map-limit``) and shared libraries. ``anon`` is the process's own memory.
     """
     wanted = {"VmRSS": "rss", "VmHWM": "peak", "RssAnon": "anon", "RssFile": "file"}
     values = dict.fromkeys(wanted.values(), 0)

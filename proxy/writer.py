@@ -157,12 +157,7 @@ class Writer:
         Raises:
             ProxyError: whatever `fn` raised (its writes are discarded), or StorageFull.
         """
-        if self._closed:
-            raise Unavailable("the proxy is shutting down")
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Request(fn, future, loop))
-        return await future
+        return cast("T", await self._enqueue(_Request, fn))
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread between two transactions; returns its result.
@@ -170,11 +165,14 @@ class Writer:
         For work that must not overlap a write transaction or a growth of the map (the writer
         thread is the only one that remaps it).
         """
+        return cast("T", await self._enqueue(_Call, fn))
+
+    async def _enqueue(self, kind: type[_Request | _Call], fn: Callable[..., Any]) -> Any:
         if self._closed:
             raise Unavailable("the proxy is shutting down")
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Call(fn, future, loop))
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(kind(fn, future, loop))
         return await future
 
     async def close(self) -> None:

@@ -153,14 +153,25 @@ class MapResidency:
 
     def _check(self) -> int:
         # Runs on the writer thread: no map growth can move the regions between read and drop.
-        with open(_STATUS, encoding="utf-8", errors="replace") as status:
-            if mapped_rss(status.read()) <= self._limit:
-                # Every mapped file (data file and shared libraries) fits: skip the dearer smaps read.
-                return 0
+        if not self.enabled:
+            return 0
+        try:
+            with open(_STATUS, encoding="utf-8", errors="replace") as status:
+                if mapped_rss(status.read()) <= self._limit:
+                    # Every mapped file (data file and shared libraries) fits: skip the dearer smaps read.
+                    return 0
+        except OSError:
+            return 0
         regions = self._regions()
         if sum(region.rss_bytes for region in regions) <= self._limit:
             return 0
-        dropped = drop_pages(regions)
+        try:
+            dropped = drop_pages(regions)
+        except OSError as exc:
+            # Not worth retrying every few seconds: say it once and stop bounding.
+            self.enabled = False
+            log.warning("stopped bounding the LMDB map's resident pages: %s", exc)
+            return 0
         self.drops += 1
         self.dropped_bytes += dropped
         return dropped

@@ -106,3 +106,25 @@ async def test_writer_call_passes_errors_back_and_the_writer_lives_on(start: Sta
         await writer.call(broken)
     inv = await h.send("/Blobs/make", 1)
     await h.wait_status(inv, "completed")
+
+
+async def test_a_failing_madvise_stops_the_bound_once_and_says_so(
+    start: StartHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    h = await start([blobs()], resident_map_limit=1, resident_check_interval=3600.0)
+    runtime = h.apps.runtime
+
+    def refuse(regions: object) -> int:
+        raise OSError(1, "madvise: Operation not permitted")
+
+    monkeypatch.setattr("proxy.residency.drop_pages", refuse)
+    inv = await h.send("/Blobs/make", 1)
+    await h.wait_status(inv, "completed")
+    assert await runtime.residency.check() == 0
+    assert not runtime.residency.enabled
+    assert "stopped bounding the LMDB map's resident pages" in caplog.text
+    assert await runtime.residency.check() == 0  # no second attempt, no second warning
+    assert caplog.text.count("stopped bounding") == 1
+    # The proxy goes on working.
+    inv = await h.send("/Blobs/make", 2)
+    await h.wait_status(inv, "completed")

@@ -7,8 +7,10 @@ here:
 *commit hooks* run when a new entry is committed, as the proxy's journal write does:
 
 * sleep, call, awakeable: stored uncompleted (whatever the handler sent);
-* call to a service the runtime does not have: completed at once with a 404 failure;
-* send: its target is started once the current invocation is done;
+* call the proxy would refuse: completed at once with a failure: an unknown target (404), a
+  keyed one without a key (400), a workflow's run that already happened (409);
+* send: its target is started once the current invocation is done (a no-op where the proxy
+  would refuse it, or for a workflow's run that already happened);
 * set/clear/clear-all state: applied to the object's state (`LocalRuntime.state`);
 * promise peek and complete: completed at once; completing a promise stores it
   (`LocalRuntime.promises`); a promise get completes at once if the promise is already there.
@@ -80,19 +82,41 @@ def commit_uncompleted(rt: LocalRuntime, inv: Invocation, index: int, entry: Any
     return result
 
 
+def _refusal(rt: LocalRuntime, entry: CallEntry | SendEntry) -> Failure | None:
+    """Why the proxy would not start the target of a call or send (None: it would).
+
+    Also claims a workflow key's run for this child, as the proxy does when it journals the entry.
+    """
+    svc = rt.services.get(entry.service)
+    if svc is None:
+        return Failure(code=404, message=f"service {entry.service!r} not found")
+    target = svc.handlers.get(entry.handler)
+    if target is None:
+        return Failure(code=404, message=f"handler {entry.handler!r} not found in service {entry.service!r}")
+    if target.service_type != "service" and not entry.key:
+        return Failure(code=400, message=f"{entry.service} is a keyed {target.service_type}: a key is required")
+    if target.kind == "workflow" and rt.keys.claim_run((entry.service, entry.key), entry.invocation_id) != (
+        entry.invocation_id
+    ):
+        return Failure(code=409, message=f"workflow '{entry.service}/{entry.key}' was already run")
+    return None
+
+
 def commit_call(rt: LocalRuntime, inv: Invocation, index: int, entry: CallEntry) -> Entry:
-    """A call is stored uncompleted; a call to an unknown service fails at once (404)."""
+    """A call is stored uncompleted. One the proxy would refuse fails at once: an unknown target
+    (404), a keyed one without a key (400), a workflow's run that already happened (409)."""
     entry = msgspec.structs.replace(entry, completed=False, value=NULL, failure=None, seq=0)
-    if entry.service not in rt.services:
-        failure = Failure(code=404, message=f"service {entry.service!r} not found")
+    failure = _refusal(rt, entry)
+    if failure is not None:
         return rt.numbered(inv, msgspec.structs.replace(entry, completed=True, failure=failure))
     return entry
 
 
 def commit_send(rt: LocalRuntime, inv: Invocation, index: int, entry: SendEntry) -> Entry:
-    """A one-way send starts its target (a service of the runtime) after the current work."""
+    """A one-way send starts its target after the current work; a send the proxy would refuse
+    (unknown target, missing key) or a repeated workflow run is a no-op."""
     inv.sends.append(entry.invocation_id)
-    if entry.service in rt.services:
+    if _refusal(rt, entry) is None:
         rt.queue_send(entry.invocation_id, entry)
     return entry
 

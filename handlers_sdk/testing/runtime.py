@@ -45,6 +45,7 @@ from handlers_sdk.protocol import (
 from handlers_sdk.replay import describe, header
 from handlers_sdk.serde import from_json, to_json
 from handlers_sdk.service import HandlerDef, Service
+from handlers_sdk.testing.keys import KeyLocks
 from handlers_sdk.testing.steps import StepCall, StepExecution, StepRecorder
 
 __all__ = [
@@ -60,7 +61,7 @@ __all__ = [
     "Status",
 ]
 
-Status = Literal["running", "completed", "paused", "suspended"]
+Status = Literal["running", "completed", "paused", "suspended", "pending"]
 Mode = Literal["ack", "suspend"]
 _CALLBACK_URL = "inmemory://local-runtime"
 
@@ -94,14 +95,22 @@ class InvocationPausedError(Exception):
 
 
 class InvocationSuspendedError(Exception):
-    """The invocation waits on entries that no completer can complete (e.g. an unresolved awakeable)."""
+    """The invocation waits on entries that no completer can complete (e.g. an unresolved awakeable),
+    or for its key, held by an invocation that has not completed (status ``"pending"``)."""
 
     def __init__(self, invocation: Invocation) -> None:
         waits = ", ".join(
             f"{i}: {describe(invocation.journal[i])}" if i in invocation.journal else str(i)
             for i in invocation.waiting_on
         )
-        super().__init__(f"invocation {invocation.id} is suspended, waiting on [{waits}]")
+        if invocation.status == "pending":
+            message = (
+                f"invocation {invocation.id} is pending: {invocation.service} key {invocation.key!r} is held by "
+                "an invocation that has not completed"
+            )
+        else:
+            message = f"invocation {invocation.id} is suspended, waiting on [{waits}]"
+        super().__init__(message)
         self.invocation = invocation
 
 
@@ -294,6 +303,8 @@ class LocalRuntime:
         self._sends: list[tuple[str, Any]] = []
         self._counter = 0
         self._waking = False
+        #: Per-key locks and queues of objects and workflows, and each workflow key's run.
+        self.keys = KeyLocks()
         self._ack = _InMemoryAck(self)
         from handlers_sdk.testing.completers import DEFAULT_COMMIT_HOOKS, DEFAULT_COMPLETERS
 
@@ -352,6 +363,11 @@ class LocalRuntime:
     ) -> Invocation:
         """Create an invocation and run it until it completes, pauses or suspends for good.
 
+        As with the proxy, an exclusive handler of a virtual object (or a workflow's run) whose key
+        is held by an invocation that has not completed is left ``"pending"``; it runs once the
+        key is free, in arrival order. A workflow's run happens once per key: starting it again
+        returns the first run (as an ingress call attaches to it).
+
         Args:
             arg: the handler's input (any msgspec-encodable value, or ``msgspec.Raw`` JSON).
             journal: entries to start from (e.g. a journal exported from production).
@@ -359,10 +375,16 @@ class LocalRuntime:
                 is not committed and its attempt dies; the invocation then resumes.
         """
         name = service.name if isinstance(service, Service) else service
-        self.handler_def(name, handler)  # fail fast on unknown targets
+        target = self.handler_def(name, handler)  # fail fast on unknown targets
         self._counter += 1
+        new_id = invocation_id or f"inv_local{self._counter:06d}"
+        if target.kind == "workflow":
+            run_id = self.keys.claim_run((name, key), new_id)
+            if run_id in self.invocations:
+                return self.invocations[run_id]
+            new_id = run_id
         inv = Invocation(
-            id=invocation_id or f"inv_local{self._counter:06d}",
+            id=new_id,
             service=name,
             handler=handler,
             key=key,
@@ -374,6 +396,10 @@ class LocalRuntime:
         for item in journal:
             inv.journal[item.index] = item.entry
         self.invocations[inv.id] = inv
+        exclusive = target.service_type != "service" and target.kind in ("exclusive", "workflow")
+        if exclusive and not self.keys.enter((name, key), inv.id):
+            inv.status = "pending"
+            return inv
         await self._drive(inv)
         await self._after()
         return inv
@@ -409,6 +435,11 @@ class LocalRuntime:
                             invocation_id=child_id,
                         )  # fmt: skip
                         progress = True
+                for admitted in self.keys.admit():
+                    inv = self.invocations[admitted]
+                    inv.status = "running"
+                    await self._drive(inv)
+                    progress = True
                 for inv in list(self.invocations.values()):
                     if inv.status == "suspended" and await self._complete_waits(inv, inv.waiting_on):
                         inv.status = "running"
@@ -456,6 +487,7 @@ class LocalRuntime:
                 continue  # the attempt "died": its outcome never reached the proxy
             if isinstance(outcome, Completed | Failed):
                 inv.status, inv.outcome = "completed", outcome
+                self.keys.leave((inv.service, inv.key), inv.id)
                 return
             if isinstance(outcome, Suspended):
                 if outcome.waiting_on and not await self._complete_waits(inv, outcome.waiting_on):

@@ -112,6 +112,8 @@ class Invocation:
     commit_log: list[int] = field(default_factory=list)
     #: Ids of the invocations started by this one's one-way sends, in order.
     sends: list[str] = field(default_factory=list)
+    #: Cancelled (`LocalRuntime.cancel`): its attempts tell the handler, as the proxy's do.
+    cancelled: bool = False
     #: Crash injection: drop the commit at this position of `commit_log` and kill the attempt.
     crash_at: int | None = None
     #: The attempt killed by the injected crash, and the journal indexes committed at that time.

@@ -33,9 +33,12 @@ class KeyLocks:
         return False
 
     def leave(self, key: ServiceKey, invocation_id: str) -> None:
-        """`invocation_id` completed: it no longer holds `key` (see `admit`)."""
+        """`invocation_id` completed: it no longer holds `key` (see `admit`) nor waits for it."""
         if self._holders.get(key) == invocation_id:
             del self._holders[key]
+        queue = self._queues.get(key, [])
+        if invocation_id in queue:
+            queue.remove(invocation_id)
 
     def admit(self) -> list[str]:
         """Give every free key to the first invocation waiting for it; returns those invocations."""

@@ -16,6 +16,7 @@ will complete. Example::
 from __future__ import annotations
 
 import asyncio
+import heapq
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Literal
@@ -28,6 +29,7 @@ from handlers_sdk.protocol import (
     COMPLETABLE,
     AppendRequest,
     AppendResponse,
+    CallEntry,
     Completed,
     Entry,
     Failed,
@@ -142,7 +144,9 @@ class LocalRuntime:
         self.promises: dict[tuple[str, str, str], tuple[bytes, Failure | None]] = {}
         self._awakeables: dict[str, tuple[bytes, Failure | None]] = {}
         self._current: dict[str, tuple[int, str]] = {}
-        self._sends: list[tuple[str, Any]] = []
+        #: One-way sends to start: (due on the fake clock, order, child id, entry), a heap.
+        self._sends: list[tuple[int, int, str, Any]] = []
+        self._send_count = 0
         self._counter = 0
         self._waking = False
         #: Per-key locks and queues of objects and workflows, and each workflow key's run.
@@ -259,9 +263,76 @@ class LocalRuntime:
             await self._after()
         return inv
 
+    async def cancel(self, inv: Invocation | str) -> Invocation:
+        """Cancel an invocation as the proxy's ``PATCH :9070/invocations/{id}/cancel`` does.
+
+        The invocations its open calls started are cancelled first. Then the handler runs again
+        and gets a TerminalError (409) at its first new operation, so its compensation runs. An
+        invocation still pending for its key completes as cancelled without running.
+
+        Raises:
+            ValueError: the invocation has already completed.
+        """
+        target = self._open(inv)
+        await self._cancel(target)
+        await self._after()
+        return target
+
+    async def kill(self, inv: Invocation | str) -> Invocation:
+        """Kill an invocation as the proxy's ``PATCH :9070/invocations/{id}/kill`` does: it completes
+        at once with a 409 failure and no handler code of it runs again; so do its open calls.
+
+        Raises:
+            ValueError: the invocation has already completed.
+        """
+        target = self._open(inv)
+        self._kill(target)
+        await self._after()
+        return target
+
+    def _open(self, inv: Invocation | str) -> Invocation:
+        found = self.invocations[inv] if isinstance(inv, str) else inv
+        if found.is_done:
+            raise ValueError(f"invocation {found.id} has already completed")
+        return found
+
+    def _open_children(self, inv: Invocation) -> list[Invocation]:
+        """The invocations of the calls `inv` still waits for."""
+        ids = [
+            entry.invocation_id
+            for entry in inv.journal.values()
+            if isinstance(entry, CallEntry) and not entry.completed
+        ]
+        return [self.invocations[i] for i in ids if i in self.invocations and not self.invocations[i].is_done]
+
+    async def _cancel(self, inv: Invocation) -> None:
+        for child in self._open_children(inv):
+            await self._cancel(child)
+        if inv.is_done:
+            return
+        if inv.status == "pending":
+            self._finish(inv, Failed(failure=Failure(code=409, message="invocation cancelled")))
+            return
+        inv.cancelled, inv.retries, inv.status = True, 0, "running"
+        await self._drive(inv)
+
+    def _kill(self, inv: Invocation) -> None:
+        for child in self._open_children(inv):
+            self._kill(child)
+        self._finish(inv, Failed(failure=Failure(code=409, message="invocation killed")))
+
+    def _finish(self, inv: Invocation, outcome: Completed | Failed) -> None:
+        """`inv` completed: record its outcome and let its key go."""
+        inv.status, inv.outcome, inv.waiting_on = "completed", outcome, []
+        self.keys.leave((inv.service, inv.key), inv.id)
+
     async def _after(self) -> None:
-        """Run what the finished work queued (one-way sends), then wake invocations whose waits
-        can now complete (a promise resolved by another handler, say)."""
+        """Run what the finished work queued (one-way sends, invocations waiting for a key), then
+        wake invocations whose waits can now complete (a promise resolved by another handler, say).
+
+        When only delayed sends are left, the fake clock skips to the earliest one, as it does
+        for a timer the handler waits on.
+        """
         if self._waking:
             return
         self._waking = True
@@ -269,8 +340,9 @@ class LocalRuntime:
             progress = True
             while progress:
                 progress = False
-                while self._sends:
-                    child_id, entry = self._sends.pop(0)
+                now = self.clock.now_ms()
+                while self._sends and self._sends[0][0] <= now:
+                    _, _, child_id, entry = heapq.heappop(self._sends)
                     if child_id not in self.invocations:
                         await self.start(
                             entry.service, entry.handler, msgspec.Raw(bytes(entry.input)), key=entry.key,
@@ -287,6 +359,9 @@ class LocalRuntime:
                         inv.status = "running"
                         await self._drive(inv)
                         progress = True
+                if not progress and self._sends:
+                    self.clock.advance_to(self._sends[0][0])
+                    progress = True
         finally:
             self._waking = False
 
@@ -311,6 +386,7 @@ class LocalRuntime:
             callback_url=_CALLBACK_URL if self.mode == "ack" else "",
             random_seed=inv.random_seed,
             headers=inv.headers,
+            cancelled=inv.cancelled,
             state={k: msgspec.Raw(v) for k, v in self.state.get((inv.service, inv.key), {}).items()},
         )
         return inv.steps.instrument(handler, inv.attempts), request
@@ -328,8 +404,7 @@ class LocalRuntime:
             if not committed or inv.crashed_attempt == request.attempt:
                 continue  # the attempt "died": its outcome never reached the proxy
             if isinstance(outcome, Completed | Failed):
-                inv.status, inv.outcome = "completed", outcome
-                self.keys.leave((inv.service, inv.key), inv.id)
+                self._finish(inv, outcome)
                 return
             if isinstance(outcome, Suspended):
                 if outcome.waiting_on and not await self._complete_waits(inv, outcome.waiting_on):
@@ -417,8 +492,11 @@ class LocalRuntime:
         return entry
 
     def queue_send(self, child_id: str, entry: Any) -> None:
-        """Start the target of a one-way send once the current work is done."""
-        self._sends.append((child_id, entry))
+        """Start the target of a one-way send once the current work is done and its delay (fake
+        clock, from now) has passed."""
+        due = self.clock.now_ms() + max(0, int(getattr(entry, "delay_ms", 0)))
+        self._send_count += 1
+        heapq.heappush(self._sends, (due, self._send_count, child_id, entry))
 
     async def _run_child(self, service: str, handler: str, key: str, input_json: bytes, child_id: str) -> Invocation:
         """Start (or find, on replay) the child invocation of a call entry and run it."""

@@ -162,12 +162,13 @@ def test_key_locks_admit_the_earliest_waiter_once_the_key_is_free() -> None:
     assert not locks.enter(key, "b") and not locks.enter(key, "c")
     assert locks.enter(key, "a")  # the holder entering again keeps it
     assert locks.admit() == []  # still held
-    locks.leave(key, "b")  # not the holder: nothing changes
+    locks.leave(key, "z")  # neither holding nor waiting: nothing changes
     assert locks.holder(key) == "a"
     locks.leave(key, "a")
     assert not locks.enter(key, "d")  # a newcomer queues behind the earlier arrivals
     assert locks.admit() == ["b"] and locks.holder(key) == "b"
     locks.leave(key, "b")
-    assert locks.admit() == ["c"]
+    locks.leave(key, "c")  # c gave up waiting (cancelled): d is next
+    assert locks.admit() == ["d"]
     assert locks.claim_run(("Once", "u"), "r1") == "r1"
     assert locks.claim_run(("Once", "u"), "r2") == "r1"

@@ -13,6 +13,8 @@ from handlers_sdk.ack import AckClient, AckRejected
 from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 from handlers_sdk.protocol import (
     AppendRequest,
+    CancelEntry,
+    CompletableEntry,
     Completed,
     Entry,
     Errored,
@@ -52,7 +54,11 @@ class Attempt:
         self.waiting: set[int] = set()
         #: The object's state as this attempt sees it: the eager snapshot plus its own writes.
         self.state: dict[str, bytes] = {k: bytes(v) for k, v in request.state.items()}
-        self._cancel_pending = request.cancelled
+        #: Where an earlier attempt raised the cancellation, until this attempt's replay gets there.
+        self._cancel_marker = self.replay.cancel_marker()
+        self._cancel_pending = request.cancelled and self._cancel_marker is None
+        #: The highest completion seq this attempt knows of (what a CancelEntry records).
+        self._seen_seq = self.replay.seen_seq()
         self.mismatch: JournalMismatchError | None = None
         self.stop_detail = ""
         self._ack = ack
@@ -64,15 +70,53 @@ class Attempt:
         self._loop = asyncio.get_running_loop()
         self.stopped: asyncio.Future[StopReason] = self._loop.create_future()
 
-    def check_cancelled(self) -> None:
-        """At a new operation: raise the cancellation once, so compensation runs after it.
+    def check_cancelled(self, index: int | None = None) -> None:
+        """At a new operation (its allocated `index`) or a wait on an uncompleted entry (None):
+        raise the cancellation once, so compensation runs after it.
+
+        Where it is raised is journaled (a `CancelEntry` at the operation's index, or at the next
+        one for a wait), so that every replay raises it at the same point (`cancel_reached`).
 
         Raises:
             TerminalError: 409, the first time after the invocation was cancelled.
+            JournalMismatchError: a replay waits where the recorded cancellation is not.
         """
-        if self._cancel_pending:
-            self._cancel_pending = False
-            raise TerminalError("invocation cancelled", status_code=409)
+        marker = self._cancel_marker
+        if marker is not None and index is None:
+            # A replay waits on an entry hidden since the cancellation: it is where it was raised.
+            self.cancel_reached(self.replay.allocate(), waiting=True)
+        if not self._cancel_pending:
+            return
+        self._cancel_pending = False
+        at = self.replay.allocate() if index is None else index
+        self.append(at, CancelEntry(seen_seq=self._seen_seq))
+        raise TerminalError("invocation cancelled", status_code=409)
+
+    def cancel_reached(self, index: int, waiting: bool = False) -> None:
+        """The replay reached `index`: raise the recorded cancellation if it is there.
+
+        Raises:
+            TerminalError: 409, where an earlier attempt raised the cancellation.
+            JournalMismatchError: a replay waits at `index` but the cancellation is recorded elsewhere.
+        """
+        marker = self._cancel_marker
+        if marker is None or (marker[0] != index and not waiting):
+            return
+        self._cancel_marker = None
+        if marker[0] != index:
+            self.mismatch = JournalMismatchError(marker[0], "cancel", f"a wait before entry {index}")
+            raise self.mismatch
+        raise TerminalError("invocation cancelled", status_code=409)
+
+    def hidden(self, entry: CompletableEntry) -> bool:
+        """True for a completion that came after the recorded cancellation, while the replay has
+        not reached it: the attempt that raised it did not see this completion either."""
+        marker = self._cancel_marker
+        return marker is not None and entry.seq > marker[1].seen_seq
+
+    def saw(self, entry: CompletableEntry) -> None:
+        """The proxy completed `entry` when journaling it (the ack's answer): it is known now."""
+        self._seen_seq = max(self._seen_seq, entry.seq)
 
     # -- steps in flight ------------------------------------------------------------------------
 

@@ -197,7 +197,7 @@ class Context:
         result_type = _return_type(step.fn)
         recorded = self._match(index, RunEntry(name=step.name))
         if recorded is None:
-            attempt.check_cancelled()
+            attempt.check_cancelled(index)
             await attempt.barrier()
             attempt.step_started()
             try:
@@ -215,6 +215,8 @@ class Context:
             raise TerminalError(message) from None
 
     def _match(self, index: int, attempted: Entry) -> Entry | None:
+        # Where an earlier attempt raised the cancellation, a replay raises it again.
+        self._attempt.cancel_reached(index)
         try:
             return self._attempt.replay.match(index, attempted)
         except JournalMismatchError as exc:
@@ -226,7 +228,7 @@ class Context:
         """Allocate an index for a proxy-completed operation and journal it if it is new."""
         index = self._attempt.replay.allocate()
         if self._match(index, attempted) is None:
-            self._attempt.check_cancelled()
+            self._attempt.check_cancelled(index)
             self._attempt.append(index, attempted)
         return index
 
@@ -373,7 +375,7 @@ class ObjectContext(ObjectSharedContext):
         index = attempt.replay.allocate()
         if self._match(index, attempted) is not None:
             return False
-        attempt.check_cancelled()
+        attempt.check_cancelled(index)
         attempt.append(index, attempted)
         return True
 

@@ -34,10 +34,15 @@ class DurableFuture(Generic[T]):
 
     async def _completion(self) -> CompletableEntry | None:
         """The completed entry, after making sure the entry itself is durable."""
-        committed = await self._attempt.durable(self.index)
+        attempt = self._attempt
+        committed = await attempt.durable(self.index)
         if isinstance(committed, COMPLETABLE) and committed.completed:
+            attempt.saw(committed)
             return committed  # completed by the proxy when it journaled the entry
-        return self._attempt.replay.completion(self.index)
+        entry = attempt.replay.completion(self.index)
+        if entry is not None and attempt.hidden(entry):
+            return None  # completed after the cancellation the replay has yet to reach
+        return entry
 
     def _value(self, entry: CompletableEntry) -> T:
         if isinstance(entry, SleepEntry):

@@ -26,6 +26,7 @@ __all__ = [
     "AppendResponse",
     "AwakeableEntry",
     "CallEntry",
+    "CancelEntry",
     "ClearAllStateEntry",
     "ClearStateEntry",
     "CompletableEntry",
@@ -208,6 +209,15 @@ class PromiseCompleteEntry(_Wire, tag="promise_complete", frozen=True, kw_only=T
     seq: int = 0
 
 
+class CancelEntry(_Wire, tag="cancel", frozen=True, kw_only=True):
+    """Where the SDK raised the cancellation (409) in the handler: journaled at that point so that
+    every replay raises it there again, whatever completed afterwards. ``seen_seq`` is the highest
+    completion ``seq`` the attempt knew of; a replay hides later completions until it reaches this
+    entry. Written by the SDK only; the proxy stores it like any other entry."""
+
+    seen_seq: int = 0
+
+
 #: A journal entry. ``seq`` of a completable entry is its completion order within the
 #: invocation (1, 2, ...), which makes ``select`` deterministic on replay.
 Entry = (
@@ -224,6 +234,7 @@ Entry = (
     | PromiseGetEntry
     | PromisePeekEntry
     | PromiseCompleteEntry
+    | CancelEntry
 )
 #: Entries the proxy completes (the handler suspends while waiting on them).
 CompletableEntry = SleepEntry | CallEntry | AwakeableEntry | PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry

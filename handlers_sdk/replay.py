@@ -8,6 +8,7 @@ from handlers_sdk.errors import JournalMismatchError
 from handlers_sdk.protocol import (
     COMPLETABLE,
     CallEntry,
+    CancelEntry,
     ClearAllStateEntry,
     ClearStateEntry,
     CompletableEntry,
@@ -42,6 +43,8 @@ def header(entry: Entry) -> tuple[str, ...]:
         return (_TAGS[type(entry)], entry.name)
     if isinstance(entry, ClearAllStateEntry | StateKeysEntry):
         return (_TAGS[type(entry)],)
+    if isinstance(entry, CancelEntry):
+        return ("cancel",)
     return ("awakeable",)
 
 
@@ -117,6 +120,18 @@ class Replay:
         recorded = self.match(index, RunEntry(name=name))
         assert recorded is None or isinstance(recorded, RunEntry)
         return recorded
+
+    def cancel_marker(self) -> tuple[int, CancelEntry] | None:
+        """Where an earlier attempt raised the cancellation in the handler, if one did."""
+        for index in sorted(self._recorded):
+            entry = self._recorded[index]
+            if isinstance(entry, CancelEntry):
+                return index, entry
+        return None
+
+    def seen_seq(self) -> int:
+        """The highest completion ``seq`` in the recorded journal (0 if none)."""
+        return max((e.seq for e in self._recorded.values() if isinstance(e, COMPLETABLE) and e.completed), default=0)
 
     def completion(self, index: int) -> CompletableEntry | None:
         """The recorded entry at `index` if the proxy has completed it, else None."""

@@ -501,6 +501,7 @@
     promise_get: "promise",
     promise_peek: "peek promise",
     promise_complete: "complete promise",
+    cancel: "cancelled",
   };
 
   function timeline(view) {
@@ -641,6 +642,8 @@
         return e.completed
           ? outcomeEls(view, item)
           : h("span", { class: "muted" }, e.type === "promise_peek" ? "not found" : "not resolved yet");
+      case "cancel":
+        return h("span", { class: "muted" }, "the handler was told here that the invocation is cancelled (409)");
       default:
         return [];
     }

@@ -49,7 +49,8 @@ def test_cancel_runs_the_saga_compensation(cluster: Cluster) -> None:
     assert result.status_code == 409 and result.json()["message"] == "invocation cancelled"
     done = proxy.invocation(inv)
     assert _steps(done) == [
-        ("run", "reserve"), ("run", "charge"), ("sleep", None), ("run", "refund"), ("run", "release"),
+        ("run", "reserve"), ("run", "charge"), ("sleep", None), ("cancel", None), ("run", "refund"),
+        ("run", "release"),
     ]  # fmt: skip
     assert _act(proxy, inv, "cancel")[0] == 409  # already completed
 
@@ -69,6 +70,34 @@ def test_cancel_survives_handler_and_proxy_kills(cluster: Cluster) -> None:
     assert done["failure"]["code"] == 409
     names = [name for _, name in _steps(done)]
     assert names.count("refund") == 1 and names.count("release") == 1
+
+
+def test_a_hold_that_ends_during_the_compensation_does_not_change_the_replay(cluster: Cluster) -> None:
+    """Cancelled during a 2 s hold, the handler is SIGKILLed in its second compensation step; the
+    hold's timer fires while it is down. The retry must still raise the cancellation at the hold
+    (where the journal's cancel entry says it was raised), not go past it, so the replay matches
+    the journaled compensation and every step runs once (plus the one the crash interrupted)."""
+    handler = cluster.handler(env={"HANDLER_FAULTS": "step3.before_body"})
+    proxy = cluster.proxy([handler])
+    inv = proxy.send("Ledger/held", {"sleep": 2.0, "steps": 2})
+    proxy.wait_status(inv, "suspended", timeout=10)
+    assert _act(proxy, inv, "cancel")[0] == 200
+    cluster.ledger.wait_for(inv, 3, "start")  # killed right after this line
+    poll(lambda: not handler.alive, 10, message="the handler killed itself in step 3")
+
+    def hold_fired() -> bool:
+        sleep = next(item["entry"] for item in proxy.invocation(inv)["journal"] if item["entry"]["type"] == "sleep")
+        return bool(sleep.get("completed"))
+
+    poll(hold_fired, 10, message="the hold's timer fired while the handler was down")
+    handler.start()
+    handler.wait_ready()
+    done = proxy.wait_status(inv, "completed", timeout=30)
+    assert done["failure"] == {"code": 409, "message": "invocation cancelled"}, done
+    assert [t for t, _ in _steps(done)] == ["run", "sleep", "cancel", "run", "run"]
+    cluster.ledger.check_journal(inv, done["journal"])
+    cluster.ledger.check_extra_starts(inv, crashes=1)
+    assert cluster.ledger.start_counts(inv) == {0: 1, 2: 1, 3: 2}  # step 1 ("ship") never ran
 
 
 def test_kill_stops_at_once_and_takes_the_child_with_it(cluster: Cluster) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 
 import msgspec
 
-from handlers_sdk import Context, Service, app
+from handlers_sdk import Context, Service, TerminalError, app
 
 __all__ = ["Job", "application", "ledger", "record", "suspend_application"]
 
@@ -129,6 +129,23 @@ async def sleepy(ctx: Context, job: Job | None) -> dict[str, Any]:
     await ctx.sleep(timedelta(seconds=job.sleep))
     second = await ctx.run(f"{STEP_PREFIX}1", step_body, ctx.invocation_id, 1, 0.0, job)
     return {"nonces": [first["nonce"], second["nonce"]], "tag": job.tag}
+
+
+@ledger.handler()
+async def held(ctx: Context, job: Job | None) -> dict[str, Any]:
+    """Step 0, a durable hold (sleep) of `job.sleep` seconds, step 1. Cancelled during the hold,
+    it runs `job.steps` compensation steps (2, 3, ...) and re-raises the cancellation."""
+    job = job or Job()
+    inv = ctx.invocation_id
+    await ctx.run(f"{STEP_PREFIX}0", step_body, inv, 0, 0.0, job)
+    try:
+        await ctx.sleep(timedelta(seconds=job.sleep))
+        await ctx.run(f"{STEP_PREFIX}1", step_body, inv, 1, 0.0, job)
+    except TerminalError:
+        for idx in range(2, 2 + job.steps):
+            await ctx.run(f"{STEP_PREFIX}{idx}", step_body, inv, idx, 0.0, job)
+        raise
+    return {"tag": job.tag}
 
 
 def _big(size: int) -> str:

@@ -7,11 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from examples.orders import Order, orders
 from handlers_sdk import Context, ObjectContext, Service, TerminalError, VirtualObject
-from handlers_sdk.protocol import SleepEntry
+from handlers_sdk.protocol import AwakeableEntry, CancelEntry, RunEntry, SleepEntry
 from handlers_sdk.testing import LocalRuntime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -30,12 +31,14 @@ def saga(log: list[str]) -> Service:
     @svc.handler()
     async def order(ctx: Context) -> str:
         await ctx.run("charge", effect, "charge")
+        approved: str | None = None
         try:
             _, approval = ctx.awakeable(str)
-            await approval
+            approved = await approval
             await ctx.run("ship", effect, "ship")
         except TerminalError:
-            await ctx.run("refund", effect, "refund")
+            # Which compensation runs depends on how far the handler got before the cancellation.
+            await ctx.run("refund" if approved is None else "refund-approved", effect, "refund")
             await ctx.run("release", effect, "release")
             raise
         return "shipped"
@@ -65,7 +68,9 @@ async def test_cancel_raises_in_the_waiting_handler_and_its_compensation_runs(mo
         inv.result()
     assert (caught.value.status_code, caught.value.message) == (409, "invocation cancelled")
     assert log == ["charge", "refund", "release"]  # compensation ran once, ship never
-    assert inv.body_counts() == {0: 1, 2: 1, 3: 1}
+    # Where the cancellation was raised is journaled (index 2), so every replay raises it there.
+    assert isinstance(inv.journal[2], CancelEntry)
+    assert inv.body_counts() == {0: 1, 3: 1, 4: 1}
     with pytest.raises(ValueError, match="already completed"):
         await rt.cancel(inv)
 
@@ -166,3 +171,30 @@ async def test_a_delayed_send_starts_when_the_fake_clock_reaches_it(mode: Any) -
     assert [what for what, _ in started] == ["now", "in an hour", "in a day"]
     assert [at - sent_at for _, at in started] == [0, 3_600_000, 86_400_000]
     assert len(inv.sends) == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_wait_completed_after_the_cancellation_does_not_change_the_replay(mode: Any) -> None:
+    """The awakeable the handler was cancelled at is resolved while the compensation runs. Later
+    attempts (every step in suspend mode) must still raise the cancellation at that wait, not go
+    past it to "ship": the recorded cancellation hides the later completion until it is reached."""
+    log: list[str] = []
+    rt = LocalRuntime(saga(log), mode=mode)
+
+    def resolve_during_refund(rt: LocalRuntime, inv: Any, index: int, entry: RunEntry) -> RunEntry:
+        if entry.name == "refund":
+            for i, waited in list(inv.journal.items()):
+                if isinstance(waited, AwakeableEntry) and not waited.completed:
+                    resolved = msgspec.structs.replace(waited, completed=True, value=msgspec.Raw(b'"approved"'))
+                    inv.journal[i] = rt.numbered(inv, resolved)
+        return entry
+
+    rt.register_commit_hook(RunEntry, resolve_during_refund)
+    inv = await rt.start("Saga", "order")
+    await rt.cancel(inv)
+    assert inv.status == "completed", inv.outcome
+    with pytest.raises(TerminalError, match="invocation cancelled"):
+        inv.result()
+    assert log == ["charge", "refund", "release"]
+    awakeable = next(e for e in inv.journal.values() if isinstance(e, AwakeableEntry))
+    assert awakeable.completed  # it did complete; the replays just did not act on it

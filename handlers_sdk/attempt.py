@@ -54,11 +54,12 @@ class Attempt:
         self.waiting: set[int] = set()
         #: The object's state as this attempt sees it: the eager snapshot plus its own writes.
         self.state: dict[str, bytes] = {k: bytes(v) for k, v in request.state.items()}
-        #: Where an earlier attempt raised the cancellation, until this attempt's replay gets there.
-        self._cancel_marker = self.replay.cancel_marker()
+        #: Where an earlier attempt raised the cancellation, until this attempt's replay gets there
+        #: (only a cancelled invocation can have one: no journal scan for all the others).
+        self._cancel_marker = self.replay.cancel_marker() if request.cancelled else None
         self._cancel_pending = request.cancelled and self._cancel_marker is None
-        #: The highest completion seq this attempt knows of (what a CancelEntry records).
-        self._seen_seq = self.replay.seen_seq()
+        #: The highest completion seq the acks of this attempt answered with.
+        self._acked_seq = 0
         self.mismatch: JournalMismatchError | None = None
         self.stop_detail = ""
         self._ack = ack
@@ -89,7 +90,8 @@ class Attempt:
             return
         self._cancel_pending = False
         at = self.replay.allocate() if index is None else index
-        self.append(at, CancelEntry(seen_seq=self._seen_seq))
+        # Every completion this attempt knows of: the journal's and those its acks returned.
+        self.append(at, CancelEntry(seen_seq=max(self.replay.seen_seq(), self._acked_seq)))
         raise TerminalError("invocation cancelled", status_code=409)
 
     def cancel_reached(self, index: int, waiting: bool = False) -> None:
@@ -116,7 +118,7 @@ class Attempt:
 
     def saw(self, entry: CompletableEntry) -> None:
         """The proxy completed `entry` when journaling it (the ack's answer): it is known now."""
-        self._seen_seq = max(self._seen_seq, entry.seq)
+        self._acked_seq = max(self._acked_seq, entry.seq)
 
     # -- steps in flight ------------------------------------------------------------------------
 

@@ -120,9 +120,8 @@ class MapResidency:
         self._path = os.path.realpath(os.path.join(store.env.path(), "data.mdb"))
         self._limit = limit
         self._periodic = Periodic("bounding the LMDB map's resident pages", interval, self.check, log)
-        #: Times the mapped pages were dropped, and the bytes they held.
+        #: Times the mapped pages were dropped.
         self.drops = 0
-        self.dropped_bytes = 0
         self.enabled = limit > 0 and os.path.exists(_SMAPS) and _madvise_fn is not None
 
     def start(self) -> None:
@@ -173,5 +172,4 @@ class MapResidency:
             log.warning("stopped bounding the LMDB map's resident pages: %s", exc)
             return 0
         self.drops += 1
-        self.dropped_bytes += dropped
         return dropped

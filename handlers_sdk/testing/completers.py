@@ -177,9 +177,10 @@ async def complete_awakeable(rt: LocalRuntime, inv: Invocation, index: int, entr
 
 
 async def complete_call(rt: LocalRuntime, inv: Invocation, index: int, entry: CallEntry) -> Completion | None:
-    """A call runs the callee in process; it completes once the callee has."""
-    if entry.service not in rt.services:
-        failure = Failure(code=404, message=f"service {entry.service!r} not found")
+    """A call runs the callee in process; it completes once the callee has (or at once with the
+    failure the proxy would give a call it refuses, if a replaced commit hook let one through)."""
+    failure = _refusal(rt, entry)
+    if failure is not None:
         return _completion(msgspec.structs.replace(entry, completed=True, failure=failure))
     child = await rt._run_child(entry.service, entry.handler, entry.key, bytes(entry.input), entry.invocation_id)
     outcome = child.outcome

@@ -27,6 +27,7 @@ WORKDIR /app
 # Only what the wheel needs (see .dockerignore): the tests, examples and bench stay out.
 COPY pyproject.toml README.md ./
 COPY handlers_sdk ./handlers_sdk
+COPY durable_core ./durable_core
 COPY proxy ./proxy
 RUN pip install --no-cache-dir "./[proxy]"
 

@@ -30,8 +30,8 @@ test-fast: install
 
 ## ruff (lint and format) and mypy --strict; CI runs this before the tests.
 lint: install
-	$(PY) -m ruff check proxy handlers_sdk examples tests bench
-	$(PY) -m ruff format --check proxy handlers_sdk examples tests bench
+	$(PY) -m ruff check proxy handlers_sdk durable_core examples tests bench
+	$(PY) -m ruff format --check proxy handlers_sdk durable_core examples tests bench
 	$(PY) -m mypy
 
 check: lint test

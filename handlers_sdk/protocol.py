@@ -20,6 +20,7 @@ __all__ = [
     "ACK_PATH",
     "COMPLETABLE",
     "CONTENT_TYPE",
+    "EXPORT_FORMAT",
     "NULL",
     "PROTOCOL_VERSION",
     "AppendRequest",
@@ -38,6 +39,7 @@ __all__ = [
     "GetStateEntry",
     "HandlerInfo",
     "InvokeRequest",
+    "JournalExport",
     "JournalItem",
     "Manifest",
     "Outcome",
@@ -57,9 +59,12 @@ __all__ = [
     "decode_append_response",
     "decode_entry",
     "decode_invoke",
+    "decode_item",
     "decode_manifest",
     "decode_outcome",
     "encode",
+    "encode_export",
+    "load_export",
     "parse_awakeable_id",
 ]
 
@@ -383,6 +388,7 @@ _append_response_decoder = msgspec.json.Decoder(AppendResponse)
 _outcome_decoder = msgspec.json.Decoder(Outcome)
 _manifest_decoder = msgspec.json.Decoder(Manifest)
 _entry_decoder = msgspec.json.Decoder(Entry)
+_item_decoder = msgspec.json.Decoder(JournalItem)
 
 
 def encode(message: msgspec.Struct) -> bytes:
@@ -421,3 +427,62 @@ def decode_entry(data: bytes) -> Entry:
     """Decode one stored journal entry."""
     entry: Entry = _entry_decoder.decode(data)
     return entry
+
+
+def decode_item(data: bytes) -> JournalItem:
+    """Decode one journal item (index and entry), as the proxy stores and sends it."""
+    item: JournalItem = _item_decoder.decode(data)
+    return item
+
+
+#: Value of `JournalExport.format`.
+EXPORT_FORMAT = "durable-proxy.journal/1"
+
+
+class JournalExport(msgspec.Struct, frozen=True, kw_only=True):
+    """An invocation as exported by the proxy: target, input and journal (wire `JournalItem`s)."""
+
+    format: str = EXPORT_FORMAT
+    protocol_version: int = PROTOCOL_VERSION
+    invocation_id: str
+    #: ``Service/handler`` or ``Object/key/handler``, for people.
+    target: str = ""
+    service: str
+    handler: str
+    key: str = ""
+    #: The invocation's status when it was exported (running, backing-off, paused, completed...).
+    status: str = ""
+    random_seed: int = 0
+    headers: dict[str, str] = {}
+    input: msgspec.Raw = NULL
+    journal: list[JournalItem] = []
+    #: The stored result (JSON) of a completed invocation (when `failure` is None).
+    result: msgspec.Raw = NULL
+    #: The terminal failure of a completed invocation.
+    failure: Failure | None = None
+
+    @property
+    def completed(self) -> bool:
+        """True when the export carries the invocation's final outcome."""
+        return self.status == "completed"
+
+
+_export_decoder = msgspec.json.Decoder(JournalExport)
+
+
+def load_export(data: bytes) -> JournalExport:
+    """Decode an exported journal (raises msgspec errors on bad input)."""
+    return _export_decoder.decode(data)
+
+
+def encode_export(export: JournalExport) -> bytes:
+    """The JSON of an export: ``result`` only for a success, ``failure`` (code spelled out) only
+    for a terminal failure, neither before the invocation completed."""
+    fields = msgspec.structs.asdict(export)
+    failure = fields.pop("failure")
+    result = fields.pop("result")
+    if export.completed and failure is not None:
+        fields["failure"] = {"code": failure.code, "message": failure.message}
+    elif export.completed:
+        fields["result"] = result
+    return _encoder.encode(fields)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from proxy.app import ProxyApps, create_app
+from proxy.api.app import ProxyApps, create_app
 from proxy.config import Settings
 
 __all__ = ["ProxyApps", "Settings", "__version__", "create_app"]

@@ -23,17 +23,16 @@ import msgspec
 from handlers_sdk.ack import AckClient
 from handlers_sdk.attempt import run_attempt
 from handlers_sdk.protocol import (
-    NULL,
-    PROTOCOL_VERSION,
+    EXPORT_FORMAT,
     Completed,
     Entry,
     Errored,
     Failed,
-    Failure,
     InvokeRequest,
-    JournalItem,
+    JournalExport,
     RunEntry,
     Suspended,
+    load_export,
 )
 from handlers_sdk.replay import describe
 from handlers_sdk.service import Service
@@ -41,46 +40,6 @@ from handlers_sdk.testing.crash import short_source
 from handlers_sdk.testing.steps import StepRecorder
 
 __all__ = ["EXPORT_FORMAT", "JournalExport", "ReplayReport", "Row", "load_export", "replay_journal"]
-
-#: Value of `JournalExport.format`.
-EXPORT_FORMAT = "durable-proxy.journal/1"
-
-
-class JournalExport(msgspec.Struct, frozen=True, kw_only=True):
-    """An invocation as exported by the proxy: target, input and journal (wire `JournalItem`s)."""
-
-    format: str = EXPORT_FORMAT
-    protocol_version: int = PROTOCOL_VERSION
-    invocation_id: str
-    #: ``Service/handler`` or ``Object/key/handler``, for people.
-    target: str = ""
-    service: str
-    handler: str
-    key: str = ""
-    #: The invocation's status when it was exported (running, backing-off, paused, completed...).
-    status: str = ""
-    random_seed: int = 0
-    headers: dict[str, str] = {}
-    input: msgspec.Raw = NULL
-    journal: list[JournalItem] = []
-    #: The stored result (JSON) of a completed invocation (when `failure` is None).
-    result: msgspec.Raw = NULL
-    #: The terminal failure of a completed invocation.
-    failure: Failure | None = None
-
-    @property
-    def completed(self) -> bool:
-        """True when the export carries the invocation's final outcome."""
-        return self.status == "completed"
-
-
-_export_decoder = msgspec.json.Decoder(JournalExport)
-
-
-def load_export(data: bytes) -> JournalExport:
-    """Decode an exported journal (raises msgspec errors on bad input)."""
-    return _export_decoder.decode(data)
-
 
 Status = Literal["ok", "prefix", "mismatch", "error"]
 

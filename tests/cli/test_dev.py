@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from proxy.dev import UsageError, resolve_target
+from proxy.tools.dev import UsageError, resolve_target
 from tests.cli.helpers import cli, table
 from tests.e2e.harness import PYTHON, REPO, Cluster, Proc, free_port, poll
 

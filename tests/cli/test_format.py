@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from proxy import cli, tables
+from proxy.tools import cli
+from proxy.tools import render as tables
 
 NOW = 1_800_000_000_000
 

@@ -16,7 +16,7 @@ import handlers_sdk
 from handlers_sdk.protocol import decode_invoke
 from handlers_sdk.service import Service
 from proxy import create_app
-from proxy.transport import HttpxTransport
+from proxy.engine.transport import HttpxTransport
 from tests.component.harness import HANDLER_URL, Harness, Sent, StartHarness, settings_for
 
 

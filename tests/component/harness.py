@@ -26,7 +26,7 @@ import respx
 from handlers_sdk.protocol import InvokeRequest
 from handlers_sdk.server import HandlerApp
 from proxy import Settings
-from proxy.app import ProxyApps
+from proxy.api.app import ProxyApps
 
 HANDLER_URL = "http://handler.test"
 WAIT_SECONDS = 5.0

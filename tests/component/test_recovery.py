@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from durable_core.errors import Conflict
+from durable_core.txn import Txn
 from handlers_sdk import Context, Service
-from proxy.errors import Conflict
-from proxy.store import Store, StoreLocked
-from proxy.writer import Txn
+from proxy.store.lmdb import Store, StoreLocked
 from tests.component.harness import StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -81,7 +81,7 @@ async def test_completed_results_survive_a_restart(start: StartHarness, tmp_path
 async def test_one_proxy_per_data_dir(start: StartHarness) -> None:
     h = await start([two_steps(Counter(), asyncio.Event())])
     with pytest.raises(StoreLocked):
-        Store(h.settings.data_dir, h.settings.map_size)
+        Store(h.settings.data_dir, h.settings.map_size).open()
 
 
 async def test_a_failing_write_does_not_sink_its_batch(start: StartHarness) -> None:

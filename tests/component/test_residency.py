@@ -8,8 +8,9 @@ import threading
 
 import pytest
 
+from durable_core.txn import DBS
 from handlers_sdk import Context, Service
-from proxy.runtime import Runtime
+from proxy.engine.runtime import Runtime
 from tests.component.harness import StartHarness, decode
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -33,8 +34,8 @@ def _touch_everything(runtime: Runtime) -> int:
     """Read every row of every database (maps every page of the file); returns the bytes read."""
     read = 0
     with runtime.store.read() as txn:
-        for db in runtime.store.dbs.values():
-            for key, value in txn.cursor(db=db):
+        for db in DBS:
+            for key, value in txn.items_from(db, b""):
                 read += len(key) + len(value)
     return read
 
@@ -117,7 +118,7 @@ async def test_a_failing_madvise_stops_the_bound_once_and_says_so(
     def refuse(regions: object) -> int:
         raise OSError(1, "madvise: Operation not permitted")
 
-    monkeypatch.setattr("proxy.residency.drop_pages", refuse)
+    monkeypatch.setattr("proxy.engine.residency.drop_pages", refuse)
     inv = await h.send("/Blobs/make", 1)
     await h.wait_status(inv, "completed")
     assert await runtime.residency.check() == 0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.residency import parse_smaps
+from proxy.engine.residency import parse_smaps
 from tests.e2e.harness import Cluster, ProxyProc, poll
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(not os.path.exists("/proc/self/smaps"), reason="needs Linux /proc")]

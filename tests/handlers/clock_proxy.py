@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import time
 
-from proxy import clock
+from handlers_sdk import clock
 
 _PATH = os.environ.get("CLOCK_OFFSET_FILE", "")
 

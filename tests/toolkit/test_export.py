@@ -15,7 +15,7 @@ from examples.orders import orders
 from handlers_sdk.protocol import RunEntry
 from handlers_sdk.testing import load_export, replay_journal
 from proxy import Settings, create_app
-from proxy.transport import HttpxTransport
+from proxy.engine.transport import HttpxTransport
 from tests.toolkit.services import line_of
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]

@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from proxy.dev import stop_process_group
+from proxy.tools.dev import stop_process_group
 
 __all__ = [
     "CHROMIUM_NAMES",

@@ -1,4 +1,4 @@
-"""The web page's routes (`proxy.ui.ui_routes`) in-process: what is served, with which headers."""
+"""The web page's routes (`proxy.api.ui.ui_routes`) in-process: what is served, with which headers."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import httpx
 import pytest
 from starlette.applications import Starlette
 
-from proxy.ui import ui_routes
-from proxy.web import exception_handlers
+from proxy.api.http import exception_handlers
+from proxy.api.ui import ui_routes
 
-UI_DIR = Path(__file__).resolve().parents[2] / "proxy" / "ui"
+UI_DIR = Path(__file__).resolve().parents[2] / "proxy" / "api" / "static"
 
 
 class Client:

@@ -8,9 +8,8 @@ from datetime import timedelta
 import msgspec
 import pytest
 
-from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
-from proxy import errors
-from proxy.errors import (
+from durable_core import errors
+from durable_core.errors import (
     BadRequest,
     Conflict,
     Fenced,
@@ -20,6 +19,7 @@ from proxy.errors import (
     StorageFull,
     error_body,
 )
+from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 
 ERROR_CLASSES = [
     obj for name in errors.__all__ if isinstance(obj := getattr(errors, name), type) and issubclass(obj, ProxyError)

@@ -1,4 +1,4 @@
-"""proxy/journal.py: invocation records and their pure transitions."""
+"""durable_core.records and durable_core.lifecycle: invocation records and their pure transitions."""
 
 from __future__ import annotations
 
@@ -7,23 +7,18 @@ import random
 import msgspec
 import pytest
 
-from handlers_sdk.protocol import Failure
-from proxy.errors import Conflict, Fenced
-from proxy.journal import (
+from durable_core.errors import Conflict, Fenced
+from durable_core.lifecycle import check_current, complete, fail_attempt, pause, start_attempt, suspend
+from durable_core.records import (
     ACTIVE_STATUSES,
     DeploymentRecord,
     InvocationRecord,
     ServiceRecord,
-    check_current,
-    complete,
     decode_record,
     encode_record,
-    fail_attempt,
-    pause,
-    start_attempt,
-    suspend,
 )
-from proxy.retry import RetryPolicy
+from durable_core.retry import RetryPolicy
+from handlers_sdk.protocol import Failure
 
 NOW = 1_700_000_000_000
 BOOM = Failure(code=503, message="handler unreachable")

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.keys import (
+from durable_core.keys import (
     START_INDEX,
     idempotency_key,
     invocation_key,

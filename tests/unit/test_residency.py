@@ -1,8 +1,8 @@
-"""The pure parts of proxy.residency: reading /proc's smaps and status texts."""
+"""The pure parts of proxy.engine.residency: reading /proc's smaps and status texts."""
 
 from __future__ import annotations
 
-from proxy.residency import Region, drop_pages, mapped_rss, parse_smaps
+from proxy.engine.residency import Region, drop_pages, mapped_rss, parse_smaps
 
 DATA = "/var/lib/proxy/lmdb/data.mdb"
 

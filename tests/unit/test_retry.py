@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from proxy.retry import RetryPolicy
+from durable_core.retry import RetryPolicy
 
 
 def test_defaults_are_restates() -> None:

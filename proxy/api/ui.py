@@ -1,6 +1,6 @@
 """The operator web page on the admin port: ``GET /ui`` (and ``/``, which redirects to it).
 
-The page is static HTML, JavaScript and CSS kept in ``proxy/ui/`` (package data, no build step
+The page is static HTML, JavaScript and CSS kept in ``proxy/api/static/`` (package data, no build step
 and nothing fetched from the internet): the script reads the admin API with ``fetch`` to list
 invocations and show one invocation's journal as a timeline, with the cancel, kill, pause,
 resume and purge actions. Only the files named in `_ASSETS` are served, read once when the routes
@@ -15,11 +15,11 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from proxy.errors import NotFound
+from durable_core.errors import NotFound
 
 __all__ = ["ui_routes"]
 
-_UI_DIR = Path(__file__).with_name("ui")
+_UI_DIR = Path(__file__).with_name("static")
 
 #: Served file name -> media type. The page itself is ``index.html``, served at ``/ui``.
 _ASSETS: dict[str, str] = {
@@ -48,7 +48,7 @@ def ui_routes(directory: Path | None = None) -> list[BaseRoute]:
     """The routes of the web page, to add to the admin app.
 
     Args:
-        directory: where the assets are; defaults to ``proxy/ui/`` next to this module.
+        directory: where the assets are; defaults to ``proxy/api/static/`` next to this module.
 
     Returns:
         ``GET /`` (redirect to ``/ui``), ``GET /ui`` (the page) and ``GET /ui/{asset}``.

@@ -13,21 +13,20 @@ no-op.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+from collections.abc import Callable
 
+from durable_core.effects import Effects
+from durable_core.machine import Machine, TimerFire
+from handlers_sdk.clock import Clock
 from proxy import faults
-from proxy.clock import Clock
-from proxy.entries import Effects, complete_entry, put_record, read_record, start_or_queue
-from proxy.errors import ProxyError
-from proxy.keys import START_INDEX, split_timer_key
-from proxy.metrics import Metrics
-from proxy.store import Store
-from proxy.writer import Txn, Writer
+from proxy.engine.metrics import Metrics
+from proxy.store.lmdb import Store
+from proxy.store.writer import Writer
 
 __all__ = ["Timers"]
 
-log = logging.getLogger("proxy.timers")
+log = logging.getLogger("proxy.engine.timers")
 
 #: Longest the loop sleeps without looking at the wall clock again.
 _MAX_SLEEP = 1.0
@@ -39,17 +38,24 @@ class Timers:
     """The timer loop over the ``timers`` database."""
 
     def __init__(
-        self, store: Store, writer: Writer, clock: Clock, apply: object, metrics: Metrics | None = None
+        self,
+        store: Store,
+        writer: Writer,
+        machine: Machine,
+        clock: Clock,
+        apply: Callable[[Effects], None],
+        metrics: Metrics,
     ) -> None:
         self._store = store
         self._writer = writer
+        self._machine = machine
         self._clock = clock
         self._apply = apply
         self._wake = asyncio.Event()
         self._next_due: float = 0
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
-        self._metrics = metrics or Metrics()
+        self._metrics = metrics
 
     def start(self) -> None:
         """Start the loop."""
@@ -67,23 +73,13 @@ class Timers:
         if due_ms < self._next_due:
             self._wake.set()
 
-    def _due(self, now: int) -> tuple[list[bytes], int | None]:
-        """Keys of timers due by `now` (at most one batch), and the due time of the next one."""
-        due: list[bytes] = []
-        with self._store.read() as txn:
-            for key in txn.cursor(db=self._store.dbs["timers"]).iternext(keys=True, values=False):
-                due_ms, _, _ = split_timer_key(bytes(key))
-                if due_ms > now or len(due) >= _BATCH:
-                    return due, due_ms
-                due.append(bytes(key))
-        return due, None
-
     async def _loop(self) -> None:
         while True:
             self._wake.clear()
             try:
                 now = self._clock.now_ms()
-                due, next_due = self._due(now)
+                with self._store.read() as txn:
+                    due, next_due = self._machine.due_timers(txn, now, _BATCH)
                 if due:
                     await self._fire(due, now)
                     continue
@@ -94,30 +90,23 @@ class Timers:
                 next_due = None
             self._next_due = next_due if next_due is not None else float("inf")
             delay = _MAX_SLEEP if next_due is None else min(_MAX_SLEEP, max(0.0, (next_due - now) / 1000))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            await self._sleep(delay)
 
-    async def _fire(self, keys: list[bytes], now: int) -> None:
-        def write(txn: Txn) -> Effects:
-            effects = Effects()
-            for key in keys:
-                if txn.get("timers", key) is None:
-                    continue
-                txn.delete("timers", key)
-                _, invocation_id, index = split_timer_key(key)
-                if index == START_INDEX:
-                    record = read_record(txn, invocation_id)
-                    if record is not None and record.status == "scheduled":
-                        put_record(txn, start_or_queue(txn, record, now, effects))
-                    continue
-                try:
-                    complete_entry(txn, invocation_id, index, now=now, effects=effects)
-                except ProxyError as exc:  # purged or killed meanwhile: the timer is moot
-                    log.info("timer of %s/%d dropped: %s", invocation_id, index, exc)
-            return effects
+    async def _sleep(self, delay: float) -> None:
+        """Until `delay` has passed on the clock or `poke` wakes the loop."""
+        woken = asyncio.ensure_future(self._wake.wait())
+        slept = asyncio.ensure_future(self._clock.sleep(delay))
+        try:
+            await asyncio.wait({woken, slept}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            slept.cancel()
 
-        effects = await self._writer.submit(write)
+    async def _fire(self, due: list[TimerFire], now: int) -> None:
+        effects, dropped = await self._writer.submit(lambda txn: self._machine.fire_timers(txn, due, now=now))
+        for reason in dropped:
+            log.info("%s", reason)
         faults.hit("timers.after_fire")
-        self.fired += len(keys)
-        self._metrics.timers_fired.inc(amount=len(keys))
-        self._apply(effects)  # type: ignore[operator]
+        self.fired += len(due)
+        self._metrics.timers_fired.inc(amount=len(due))
+        self._apply(effects)

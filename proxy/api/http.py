@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from proxy.errors import (
+from durable_core.errors import (
     InvalidJson,
     MethodNotAllowed,
     NotFound,
@@ -24,7 +24,7 @@ from proxy.errors import (
 
 __all__ = ["check_json", "exception_handlers", "json_response", "read_body"]
 
-log = logging.getLogger("proxy.web")
+log = logging.getLogger("proxy.api.http")
 _encoder = msgspec.json.Encoder()
 
 

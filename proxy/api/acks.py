@@ -10,11 +10,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
+from durable_core.errors import BadRequest, ProxyError, RequestTimeout
 from handlers_sdk.protocol import ACK_PATH, AppendResponse, decode_append, encode
 from proxy import faults
-from proxy.errors import BadRequest, ProxyError, RequestTimeout
-from proxy.runtime import Runtime
-from proxy.web import read_body
+from proxy.api.http import read_body
+from proxy.engine.runtime import Runtime
 
 __all__ = ["AckFastPath", "append_endpoint"]
 
@@ -32,7 +32,7 @@ async def _append(runtime: Runtime, body: bytes, started: float) -> bytes:
         append_request = decode_append(body)
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
         raise BadRequest(f"bad append request: {exc}") from None
-    journaled = await runtime.invoker.append(append_request)
+    journaled = await runtime.append(append_request)
     runtime.metrics.step_seconds.observe(time.perf_counter() - started)
     faults.hit("callbacks.before_response")
     return encode(AppendResponse(index=append_request.index, entry=journaled))

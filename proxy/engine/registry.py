@@ -7,17 +7,18 @@ import logging
 
 import msgspec
 
+from durable_core.errors import BadRequest, NotFound, Unavailable
+from durable_core.machine import Machine
+from durable_core.records import DeploymentRecord, HandlerKind, ServiceRecord, ServiceType
+from durable_core.txn import Backend
+from handlers_sdk.clock import Clock
 from handlers_sdk.protocol import PROTOCOL_VERSION, Manifest, decode_manifest
-from proxy.clock import Clock
-from proxy.errors import BadRequest, NotFound, Unavailable
-from proxy.journal import DeploymentRecord, ServiceRecord, decode_record, encode_record
-from proxy.store import Store
-from proxy.transport import Transport, TransportError
-from proxy.writer import Txn, Writer
+from proxy.engine.transport import Transport, TransportError
+from proxy.store.writer import Writer
 
 __all__ = ["Registry", "deployment_id"]
 
-log = logging.getLogger("proxy.registry")
+log = logging.getLogger("proxy.engine.registry")
 
 
 def deployment_id(uri: str) -> str:
@@ -28,26 +29,36 @@ def deployment_id(uri: str) -> str:
 class Registry:
     """Knows which services exist, their handlers, and where they are served."""
 
-    def __init__(self, store: Store, writer: Writer, transport: Transport, clock: Clock, timeout: float) -> None:
+    def __init__(self, store: Backend, writer: Writer, transport: Transport, clock: Clock, timeout: float) -> None:
         self._store = store
         self._writer = writer
+        #: Set by the runtime once the machine exists (the machine resolves targets through us).
+        self.machine: Machine | None = None
         self._transport = transport
         self._clock = clock
         self._timeout = timeout
         self.services: dict[str, ServiceRecord] = {}
         self.deployments: dict[str, DeploymentRecord] = {}
 
-    def load(self) -> None:
+    def load(self, machine: Machine) -> None:
         """Read every deployment and service from the store."""
+        self.machine = machine
         with self._store.read() as txn:
-            for _, value in txn.cursor(db=self._store.dbs["deployments"]):
-                dep = decode_record(bytes(value), DeploymentRecord)
-                assert isinstance(dep, DeploymentRecord)
-                self.deployments[dep.id] = dep
-            for _, value in txn.cursor(db=self._store.dbs["services"]):
-                svc = decode_record(bytes(value), ServiceRecord)
-                assert isinstance(svc, ServiceRecord)
-                self.services[svc.name] = svc
+            self.deployments = {dep.id: dep for dep in machine.deployments(txn)}
+            self.services = {svc.name: svc for svc in machine.services(txn)}
+
+    def resolve(self, service: str, handler: str) -> tuple[str, HandlerKind, ServiceType]:
+        """(deployment id, handler kind, service type) of `service`/`handler` (NotFound otherwise).
+
+        The machine's resolver: it runs in the writer thread too, so it only reads dicts.
+        """
+        svc = self.services.get(service)
+        if svc is None:
+            raise NotFound(f"service '{service}' not found")
+        kind = svc.handlers.get(handler)
+        if kind is None:
+            raise NotFound(f"handler '{service}/{handler}' not found")
+        return svc.deployment_id, kind, svc.type
 
     def service(self, name: str) -> ServiceRecord:
         """A registered service, or NotFound."""
@@ -103,12 +114,9 @@ class Registry:
             for s in manifest.services
         ]
 
-        def write(txn: Txn) -> None:
-            txn.put("deployments", dep.id.encode(), encode_record(dep))
-            for svc in services:
-                txn.put("services", svc.name.encode(), encode_record(svc))
-
-        await self._writer.submit(write)
+        machine = self.machine
+        assert machine is not None, "load() first"
+        await self._writer.submit(lambda txn: machine.register(txn, dep, services))
         self.deployments[dep.id] = dep
         for svc in services:
             self.services[svc.name] = svc

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from starlette.applications import Starlette
 
-from proxy.admin import create_admin
-from proxy.callbacks import AckFastPath
-from proxy.clock import Clock
+from handlers_sdk.clock import Clock
+from proxy.api.acks import AckFastPath
+from proxy.api.admin import create_admin
+from proxy.api.ingress import create_ingress
 from proxy.config import Settings
-from proxy.ingress import create_ingress
-from proxy.runtime import Runtime
-from proxy.transport import Transport
+from proxy.engine.runtime import Runtime
+from proxy.engine.transport import Transport
 
 __all__ = ["ProxyApps", "create_app"]
 

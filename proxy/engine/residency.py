@@ -23,13 +23,14 @@ import logging
 import os
 from typing import NamedTuple
 
-from proxy.periodic import Periodic
-from proxy.store import Store
-from proxy.writer import Writer
+from handlers_sdk.clock import Clock
+from proxy.engine.periodic import Periodic
+from proxy.store.lmdb import Store
+from proxy.store.writer import Writer
 
 __all__ = ["MapResidency", "Region", "drop_pages", "mapped_rss", "parse_smaps"]
 
-log = logging.getLogger("proxy.residency")
+log = logging.getLogger("proxy.engine.residency")
 
 _MADV_DONTNEED = 4  # Linux, every architecture
 _SMAPS = "/proc/self/smaps"
@@ -115,11 +116,11 @@ def drop_pages(regions: list[Region]) -> int:
 class MapResidency:
     """Every `interval` seconds, measures the mapped part of the data file and drops it past `limit`."""
 
-    def __init__(self, store: Store, writer: Writer, limit: int, interval: float) -> None:
+    def __init__(self, store: Store, writer: Writer, limit: int, interval: float, clock: Clock) -> None:
         self._writer = writer
-        self._path = os.path.realpath(os.path.join(store.env.path(), "data.mdb"))
+        self._store = store
         self._limit = limit
-        self._periodic = Periodic("bounding the LMDB map's resident pages", interval, self.check, log)
+        self._periodic = Periodic("bounding the LMDB map's resident pages", interval, self.check, log, clock)
         #: Times the mapped pages were dropped.
         self.drops = 0
         self.enabled = limit > 0 and os.path.exists(_SMAPS) and _madvise_fn is not None
@@ -146,7 +147,7 @@ class MapResidency:
     def _regions(self) -> list[Region]:
         try:
             with open(_SMAPS, encoding="utf-8", errors="replace") as smaps:
-                return parse_smaps(smaps.read(), self._path)
+                return parse_smaps(smaps.read(), os.path.realpath(os.path.join(self._store.path, "data.mdb")))
         except OSError:
             return []
 

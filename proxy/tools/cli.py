@@ -28,7 +28,7 @@ from typing import Any, TextIO
 
 import httpx
 
-from proxy.tables import age_of, format_table, info_line, render_invocation, shorten, timestamp
+from proxy.tools.render import age_of, format_table, info_line, render_invocation, shorten, timestamp
 
 __all__ = [
     "ACTIVE_STATUSES",

@@ -104,3 +104,43 @@ class Metrics:
         for gauge in self.gauges:
             lines.extend(gauge())
         return "\n".join(lines) + "\n"
+
+    def render_gauges(
+        self,
+        *,
+        statuses: dict[str, int],
+        map_bytes: int,
+        used_bytes: int,
+        running_attempts: int,
+        purged: int,
+        resident_bytes: int,
+        resident_drops: int,
+    ) -> list[str]:
+        """The gauges read from the running proxy at scrape time, in exposition lines."""
+        lines = [
+            "# HELP durable_invocations Invocations by status.",
+            "# TYPE durable_invocations gauge",
+        ]
+        for status, count in sorted(statuses.items()):
+            lines.append(f'durable_invocations{{status="{status}"}} {count}')
+        lines += [
+            "# HELP durable_lmdb_map_bytes Size of the LMDB map.",
+            "# TYPE durable_lmdb_map_bytes gauge",
+            f"durable_lmdb_map_bytes {map_bytes}",
+            "# HELP durable_lmdb_used_bytes Bytes of the LMDB map in use.",
+            "# TYPE durable_lmdb_used_bytes gauge",
+            f"durable_lmdb_used_bytes {used_bytes}",
+            "# HELP durable_running_attempts Attempts in flight.",
+            "# TYPE durable_running_attempts gauge",
+            f"durable_running_attempts {running_attempts}",
+            "# HELP durable_purged_total Completed invocations purged by the retention sweeper.",
+            "# TYPE durable_purged_total counter",
+            f"durable_purged_total {purged}",
+            "# HELP durable_lmdb_map_resident_bytes LMDB file pages mapped by the proxy (part of its RSS).",
+            "# TYPE durable_lmdb_map_resident_bytes gauge",
+            f"durable_lmdb_map_resident_bytes {resident_bytes}",
+            "# HELP durable_lmdb_map_drops_total Times the mapped LMDB pages passed the limit and were dropped.",
+            "# TYPE durable_lmdb_map_drops_total counter",
+            f"durable_lmdb_map_drops_total {resident_drops}",
+        ]
+        return lines

@@ -13,69 +13,20 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import lmdb
 
+from durable_core.errors import ProxyError, StorageFull, Unavailable
+from durable_core.txn import Txn
 from proxy import faults
-from proxy.errors import ProxyError, StorageFull, Unavailable
-from proxy.store import Store
+from proxy.store.lmdb import Store
 
-__all__ = ["Txn", "WriteFn", "Writer"]
+__all__ = ["WriteFn", "Writer"]
 
 T = TypeVar("T")
-log = logging.getLogger("proxy.writer")
-
-
-class Txn:
-    """A write transaction as seen by a write function: named-db get/put/delete."""
-
-    __slots__ = ("_dbs", "_txn")
-
-    def __init__(self, txn: lmdb.Transaction, dbs: dict[str, Any]) -> None:
-        self._txn = txn
-        self._dbs = dbs
-
-    def get(self, db: str, key: bytes) -> bytes | None:
-        """A value as this transaction sees it."""
-        # Transactions are begun with buffers=False: values are bytes.
-        return cast("bytes | None", self._txn.get(key, db=self._dbs[db]))
-
-    def put(self, db: str, key: bytes, value: bytes) -> None:
-        """Insert or overwrite."""
-        self._txn.put(key, value, db=self._dbs[db])
-
-    def delete(self, db: str, key: bytes) -> None:
-        """Remove a key if present."""
-        self._txn.delete(key, db=self._dbs[db])
-
-    def keys_from(self, db: str, start: bytes) -> Iterator[bytes]:
-        """Keys in order, from the first one >= `start`."""
-        cursor = self._txn.cursor(db=self._dbs[db])
-        if cursor.set_range(start):
-            for key in cursor.iternext(keys=True, values=False):
-                yield bytes(key)
-
-    def items_with_prefix(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
-        """(key, value) pairs whose key starts with `prefix`, in order."""
-        cursor = self._txn.cursor(db=self._dbs[db])
-        if cursor.set_range(prefix):
-            for key, value in cursor:
-                if not bytes(key).startswith(prefix):
-                    return
-                yield bytes(key), bytes(value)
-
-    def delete_prefix(self, db: str, prefix: bytes) -> int:
-        """Remove every key that starts with `prefix`; returns how many."""
-        cursor = self._txn.cursor(db=self._dbs[db])
-        removed = 0
-        if cursor.set_range(prefix):
-            while bytes(cursor.key()).startswith(prefix):
-                if not cursor.delete():
-                    break
-                removed += 1
-        return removed
+log = logging.getLogger("proxy.store.writer")
 
 
 WriteFn = Callable[[Txn], Any]
@@ -266,15 +217,13 @@ class Writer:
         return True
 
     def _try_commit(self, batch: list[_Request]) -> None:
-        env = self._store.env
-        dbs = self._store.dbs
         started = time.perf_counter()
-        txn = env.begin(write=True)
+        txn = self._store.begin()
         try:
             for request in batch:
-                child = env.begin(write=True, parent=txn)
+                child = txn.child()
                 try:
-                    request.result = request.fn(Txn(child, dbs))
+                    request.result = request.fn(child)
                     request.error = None
                 except ProxyError as exc:
                     child.abort()

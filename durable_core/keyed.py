@@ -15,15 +15,15 @@ import struct
 
 import msgspec
 
-from handlers_sdk.protocol import ClearAllStateEntry, ClearStateEntry, Entry, Failure, SetStateEntry
-from proxy.errors import BadRequest
-from proxy.journal import InvocationRecord, start_attempt
-from proxy.store import Store
-from proxy.writer import Txn
+from durable_core.errors import BadRequest
+from durable_core.lifecycle import start_attempt
+from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord
+from durable_core.rows import read_record
+from durable_core.txn import ReadTxn, Txn
+from handlers_sdk.protocol import ClearAllStateEntry, ClearStateEntry, Entry, SetStateEntry
 
 __all__ = [
     "LOCKING_KINDS",
-    "PromiseRecord",
     "admit",
     "apply_state",
     "object_hash",
@@ -37,20 +37,11 @@ __all__ = [
 ]
 
 #: Handler kinds that run one at a time per key.
-LOCKING_KINDS = frozenset({"exclusive", "workflow"})
+LOCKING_KINDS: frozenset[HandlerKind] = frozenset({"exclusive", "workflow"})
 _BE64 = struct.Struct(">Q")
 _INBOX_SEQ = b"inbox_seq"
 _state_row = msgspec.msgpack.Decoder(tuple[str, bytes])
 _encoder = msgspec.msgpack.Encoder()
-
-
-class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """A workflow's durable promise."""
-
-    name: str
-    completed: bool = False
-    value: bytes | None = None
-    failure: Failure | None = None
 
 
 _promise = msgspec.msgpack.Decoder(PromiseRecord)
@@ -97,8 +88,6 @@ def release(txn: Txn, record: InvocationRecord, now: int, token: str) -> Invocat
     """Release the key lock held by the ended `record`; returns the next invocation, admitted."""
     if record.kind not in LOCKING_KINDS:
         return None
-    from proxy.entries import read_record  # entries imports this module
-
     lock = object_hash(record.service, record.key)
     holder = txn.get("locks", lock)
     if holder is None or holder.decode("ascii") != record.id:
@@ -117,15 +106,15 @@ def release(txn: Txn, record: InvocationRecord, now: int, token: str) -> Invocat
 
 
 def _first_with_prefix(txn: Txn, db: str, prefix: bytes) -> bytes | None:
-    for key in txn.keys_from(db, prefix):
-        return key if key.startswith(prefix) else None
+    for key, _ in txn.items_with_prefix(db, prefix):
+        return key
     return None
 
 
-def read_state(store: Store, service: str, key: str) -> dict[str, bytes]:
+def read_state(txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
     """Every state entry of an object or workflow key: name -> JSON value."""
     state: dict[str, bytes] = {}
-    for _, value in store.scan_prefix("state", object_hash(service, key)):
+    for _, value in txn.items_with_prefix("state", object_hash(service, key)):
         name, raw = _state_row.decode(value)
         state[name] = raw
     return state
@@ -151,7 +140,7 @@ def apply_state(txn: Txn, record: InvocationRecord, entry: Entry) -> None:
         txn.delete_prefix("state", object_hash(record.service, record.key))
 
 
-def read_promise(txn: Txn, service: str, key: str, name: str) -> PromiseRecord | None:
+def read_promise(txn: ReadTxn, service: str, key: str, name: str) -> PromiseRecord | None:
     """A durable promise, or None if nobody has resolved or rejected it yet."""
     data = txn.get("promises", promise_key(service, key, name))
     return None if data is None else _promise.decode(data)

@@ -1,9 +1,9 @@
 """The admin API: deployments, services, object state, invocations and operator actions, stats, metrics,
-health, step acks, and the web page (routes from `proxy.ui`)."""
+health, step acks, and the web page (routes from `proxy.api.ui`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from starlette.applications import Starlette
@@ -11,29 +11,29 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from durable_core.errors import BadRequest, NotFound, ProxyError
+from durable_core.records import ACTIONS, STATUSES, DeploymentRecord, InvocationRecord, ServiceRecord
 from handlers_sdk.protocol import (
     ACK_PATH,
+    PROTOCOL_VERSION,
     AwakeableEntry,
     CallEntry,
     Failure,
+    JournalExport,
     JournalItem,
     PromiseGetEntry,
     SleepEntry,
+    decode_item,
+    encode_export,
 )
-from proxy.callbacks import append_endpoint
-from proxy.errors import BadRequest, NotFound, ProxyError
-from proxy.journal import DeploymentRecord, InvocationRecord, ServiceRecord
-from proxy.keys import journal_prefix
-from proxy.objects import read_state, replace_state
-from proxy.runtime import Runtime
-from proxy.store import DBS
-from proxy.ui import ui_routes
-from proxy.web import exception_handlers, json_response, read_body
+from proxy.api.acks import append_endpoint
+from proxy.api.http import exception_handlers, json_response, read_body
+from proxy.api.ui import ui_routes
+from proxy.engine.runtime import Runtime
 
 __all__ = ["create_admin", "invocation_view"]
 
 _MAX_ADMIN_BODY = 64 * 1024
-_journal_item = msgspec.json.Decoder(JournalItem)
 
 
 class _RegisterRequest(msgspec.Struct, forbid_unknown_fields=False):
@@ -47,8 +47,10 @@ class _StateEdit(msgspec.Struct):
     new_state: dict[str, msgspec.Raw]
 
 
-_STATUSES = frozenset({"scheduled", "pending", "running", "suspended", "backing-off", "paused", "completed"})
-_ACTIONS = ("cancel", "kill", "pause", "resume", "purge")
+_STATUSES = frozenset(STATUSES)
+_ACTIONS = ACTIONS
+#: Headers an export never shows.
+_SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
 def _deployment_view(dep: DeploymentRecord) -> dict[str, Any]:
@@ -90,8 +92,7 @@ def invocation_view(runtime: Runtime, record: InvocationRecord, with_journal: bo
         else:
             view["result"] = msgspec.Raw(record.result or b"null")
     if (record.status in ("suspended", "paused") and record.waiting_on) or with_journal:
-        rows = runtime.store.scan_prefix("journal", journal_prefix(record.id))
-        items = [_journal_item.decode(value) for _, value in rows]
+        items = [decode_item(value) for value in runtime.journal(record.id)]
         view["waiting_on"] = _waiting_on(record, items)
         if with_journal:
             view["journal"] = items
@@ -158,7 +159,7 @@ def create_admin(runtime: Runtime) -> Starlette:
         if svc.type == "service":
             raise BadRequest(f"'{svc.name}' is a service: only objects and workflows have state")
         key = request.path_params["key"]
-        state = read_state(runtime.store, svc.name, key)
+        state = runtime.state(svc.name, key)
         return json_response({"service": svc.name, "key": key, "state": {k: msgspec.Raw(v) for k, v in state.items()}})
 
     async def set_state(request: Request) -> Response:
@@ -171,7 +172,7 @@ def create_admin(runtime: Runtime) -> Starlette:
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise BadRequest(f'expected {{"object_key": "...", "new_state": {{...}}}}: {exc}') from None
         new_state = {k: bytes(v) for k, v in edit.new_state.items()}
-        await runtime.writer.submit(lambda txn: replace_state(txn, svc.name, edit.object_key, new_state))
+        await runtime.replace_state(svc.name, edit.object_key, new_state)
         return Response(status_code=202)
 
     async def invocation(request: Request) -> Response:
@@ -180,47 +181,28 @@ def create_admin(runtime: Runtime) -> Starlette:
 
     async def invocation_journal(request: Request) -> Response:
         """Export for local replay (``python -m handlers_sdk replay``): target, input, journal."""
-        from handlers_sdk.protocol import PROTOCOL_VERSION
-        from proxy.keys import invocation_key
-
         record = runtime.get(request.path_params["id"])
-        rows = runtime.store.scan_prefix("journal", journal_prefix(record.id))
-        secret = {"authorization", "proxy-authorization", "cookie"}
-        export: dict[str, Any] = {
-            "format": "durable-proxy.journal/1",
-            "protocol_version": PROTOCOL_VERSION,
-            "invocation_id": record.id,
-            "target": f"{record.service}/{record.key + '/' if record.key else ''}{record.handler}",
-            "service": record.service,
-            "handler": record.handler,
-            "key": record.key,
-            "status": record.status,
-            "random_seed": record.random_seed,
-            "headers": {k: "<redacted>" if k.lower() in secret else v for k, v in record.headers.items()},
-            "input": msgspec.Raw(runtime.store.get("inputs", invocation_key(record.id)) or b"null"),
+        completed = record.is_completed
+        export = JournalExport(
+            protocol_version=PROTOCOL_VERSION,
+            invocation_id=record.id,
+            target=f"{record.service}/{record.key + '/' if record.key else ''}{record.handler}",
+            service=record.service,
+            handler=record.handler,
+            key=record.key,
+            status=record.status,
+            random_seed=record.random_seed,
+            headers={k: "<redacted>" if k.lower() in _SECRET_HEADERS else v for k, v in record.headers.items()},
+            input=msgspec.Raw(runtime.input(record.id)),
             # Stored rows are already wire-format JournalItem JSON.
-            "journal": [msgspec.Raw(value) for _, value in rows],
-        }
-        if record.is_completed:
-            if record.failure is not None:
-                export["failure"] = {"code": record.failure.code, "message": record.failure.message}
-            else:
-                export["result"] = msgspec.Raw(record.result or b"null")
-        return json_response(export)
+            journal=cast(Any, [msgspec.Raw(value) for value in runtime.journal(record.id)]),
+            failure=record.failure if completed else None,
+            result=msgspec.Raw(record.result or b"null"),
+        )
+        return Response(encode_export(export), media_type="application/json")
 
     async def stats(request: Request) -> Response:
-        counts = {name: runtime.store.count(name) for name in DBS}
-        return json_response(
-            {
-                "counts": counts,
-                "invocations": runtime.status_counts(),
-                "storage": runtime.store.usage(),
-                "writer": {"commits": runtime.writer.commits, "batched_writes": runtime.writer.batched},
-                "running_attempts": len(runtime.invoker.active),
-                "timers_fired": runtime.timers.fired,
-                "purged": runtime.sweeper.purged,
-            }
-        )
+        return json_response(runtime.stats())
 
     async def metrics(request: Request) -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")

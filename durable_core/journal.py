@@ -13,10 +13,17 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import Callable
-from typing import cast
 
 import msgspec
 
+from durable_core.effects import Effects
+from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
+from durable_core.keyed import admit, apply_state, object_hash, promise_key, read_promise, release, write_promise
+from durable_core.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
+from durable_core.lifecycle import start_attempt
+from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord, ServiceType, encode_record
+from durable_core.rows import put_record, read_entry, read_record
+from durable_core.txn import Txn
 from handlers_sdk.protocol import (
     COMPLETABLE,
     NULL,
@@ -36,44 +43,24 @@ from handlers_sdk.protocol import (
     SleepEntry,
     awakeable_id,
     child_invocation_id,
+    decode_item,
     encode,
 )
 from handlers_sdk.replay import header
-from proxy.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
-from proxy.journal import InvocationRecord, decode_record, encode_record, start_attempt
-from proxy.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
-from proxy.objects import (
-    PromiseRecord,
-    admit,
-    apply_state,
-    object_hash,
-    promise_key,
-    read_promise,
-    release,
-    write_promise,
-)
-from proxy.writer import Txn
 
 __all__ = [
-    "Effects",
     "Resolver",
     "complete_entry",
     "create_invocation",
     "finish",
-    "is_completed",
     "new_seed",
     "new_token",
-    "put_record",
-    "read_entry",
-    "read_record",
     "start_or_queue",
     "write_entries",
 ]
 
 #: Finds (deployment id, handler kind, service type) of service/handler; NotFound if unknown.
-Resolver = Callable[[str, str], tuple[str, str, str]]
-
-_item_decoder = msgspec.json.Decoder(JournalItem)
+Resolver = Callable[[str, str], tuple[str, HandlerKind, ServiceType]]
 
 
 def new_token() -> str:
@@ -84,53 +71,6 @@ def new_token() -> str:
 def new_seed() -> int:
     """The random seed of a new invocation (``ctx.random()``)."""
     return int.from_bytes(os.urandom(8), "big") >> 1
-
-
-class Effects:
-    """What a committed transaction asks the runtime to do next."""
-
-    __slots__ = ("_launch", "completed", "wake_at")
-
-    def __init__(self) -> None:
-        self._launch: dict[str, InvocationRecord] = {}
-        self.completed: list[InvocationRecord] = []
-        self.wake_at: int | None = None
-
-    @property
-    def launch(self) -> list[InvocationRecord]:
-        """Attempts to send: the last committed one per invocation (one transaction may start
-        an invocation twice, e.g. a cancelled child resumes its parent, then the parent is
-        cancelled too; only the latest attempt is current)."""
-        return list(self._launch.values())
-
-    def start(self, record: InvocationRecord) -> None:
-        """`record` holds a newly committed attempt that must be sent."""
-        self._launch[record.id] = record
-
-    def finished(self, record: InvocationRecord) -> None:
-        """`record` completed in this transaction: whatever attempt was queued for it is moot."""
-        self._launch.pop(record.id, None)
-        self.completed.append(record)
-
-    def arm(self, due_ms: int) -> None:
-        """A timer due at `due_ms` was written."""
-        self.wake_at = due_ms if self.wake_at is None else min(self.wake_at, due_ms)
-
-
-def read_record(txn: Txn, invocation_id: str) -> InvocationRecord | None:
-    """The stored record of an invocation, as the write transaction sees it."""
-    data = txn.get("invocations", invocation_key(invocation_id))
-    if data is None:
-        return None
-    return cast(InvocationRecord, decode_record(data, InvocationRecord))
-
-
-def put_record(txn: Txn, record: InvocationRecord) -> None:
-    """Store a record (and keep the `active` index in step with its status)."""
-    key = invocation_key(record.id)
-    txn.put("invocations", key, encode_record(record))
-    if record.is_completed:
-        txn.delete("active", key)
 
 
 def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> None:
@@ -157,12 +97,6 @@ def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> No
         except (NotFound, Conflict, BadRequest):
             # The parent was purged, or killed and its entry completed already: nothing to do.
             pass
-
-
-def read_entry(txn: Txn, invocation_id: str, index: int) -> Entry | None:
-    """The journal entry at `index`, or None."""
-    data = txn.get("journal", journal_key(invocation_id, index))
-    return None if data is None else _item_decoder.decode(data).entry
 
 
 def create_invocation(
@@ -268,7 +202,7 @@ def write_entries(
         key = journal_key(record.id, index)
         existing = txn.get("journal", key)
         if existing is not None:
-            if _same_operation(_item_decoder.decode(existing).entry, entry):
+            if _same_operation(decode_item(existing).entry, entry):
                 continue
             raise Fenced(f"journal index {index} of {record.id} is already taken")
         if isinstance(entry, SleepEntry):
@@ -405,9 +339,3 @@ def complete_entry(
         record = start_attempt(record, new_token(), now)
         effects.start(record)
     put_record(txn, record)
-
-
-def is_completed(txn: Txn, invocation_id: str, index: int) -> bool:
-    """True if the entry at `index` exists and has been completed by the proxy."""
-    entry = read_entry(txn, invocation_id, index)
-    return isinstance(entry, COMPLETABLE) and entry.completed

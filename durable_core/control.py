@@ -18,23 +18,25 @@ from collections.abc import Callable
 
 import msgspec
 
-from handlers_sdk.protocol import CallEntry, Failure, JournalItem
-from proxy.entries import Effects, finish, new_token, put_record, read_record
-from proxy.errors import Conflict, NotFound
-from proxy.journal import InvocationRecord, complete, pause, start_attempt
-from proxy.keys import expiry_key, idempotency_key, invocation_key, journal_prefix
-from proxy.objects import object_hash
-from proxy.writer import Txn
+from durable_core.effects import Effects
+from durable_core.errors import Conflict, NotFound
+from durable_core.journal import finish, new_token
+from durable_core.keyed import object_hash
+from durable_core.keys import expiry_key, idempotency_key, invocation_key, journal_prefix
+from durable_core.lifecycle import complete, pause, start_attempt
+from durable_core.records import InvocationRecord, Status
+from durable_core.rows import journal_items, put_record, read_record
+from durable_core.txn import Txn
+from handlers_sdk.protocol import CallEntry, Failure
 
 __all__ = ["cancel", "kill", "pause_invocation", "purge", "resume"]
 
-_item = msgspec.json.Decoder(JournalItem)
 _Action = Callable[[Txn, str, int, int, Effects], InvocationRecord]
-_NOT_STARTED = frozenset({"pending", "scheduled"})
+_NOT_STARTED: frozenset[Status] = frozenset({"pending", "scheduled"})
 
 
 def _get(txn: Txn, invocation_id: str) -> InvocationRecord:
-    record = read_record(txn, invocation_id) if invocation_id.isascii() else None
+    record = read_record(txn, invocation_id)
     if record is None:
         raise NotFound(f"invocation '{invocation_id}' not found")
     return record
@@ -42,12 +44,11 @@ def _get(txn: Txn, invocation_id: str) -> InvocationRecord:
 
 def _open_children(txn: Txn, invocation_id: str) -> list[str]:
     """Ids of the children this invocation called and still waits for."""
-    children: list[str] = []
-    for _, value in txn.items_with_prefix("journal", journal_prefix(invocation_id)):
-        entry = _item.decode(value).entry
-        if isinstance(entry, CallEntry) and not entry.completed:
-            children.append(entry.invocation_id)
-    return children
+    return [
+        item.entry.invocation_id
+        for item in journal_items(txn, invocation_id)
+        if isinstance(item.entry, CallEntry) and not item.entry.completed
+    ]
 
 
 def _open(

@@ -7,14 +7,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from handlers_sdk.clock import Clock
+
 __all__ = ["Periodic"]
 
 
 class Periodic:
     """Runs `job` every `interval` seconds from `start` until `close`; a failing run is logged, not fatal."""
 
-    def __init__(self, name: str, interval: float, job: Callable[[], Awaitable[Any]], log: logging.Logger) -> None:
+    def __init__(
+        self, name: str, interval: float, job: Callable[[], Awaitable[Any]], log: logging.Logger, clock: Clock
+    ) -> None:
         self._name = name
+        self._clock = clock
         self._interval = interval
         self._job = job
         self._log = log
@@ -33,7 +38,7 @@ class Periodic:
 
     async def _loop(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            await self._clock.sleep(self._interval)
             try:
                 await self._job()
             except asyncio.CancelledError:

@@ -367,10 +367,9 @@ async def _wait_for_handler(
 
 
 async def _serve(opts: DevOptions, out: TextIO) -> int:
-    from proxy.__main__ import _config, _Server
-    from proxy.app import create_app
     from proxy.config import Settings
-    from proxy.store import StoreLocked
+    from proxy.serve import ProxyServer
+    from proxy.store.lmdb import StoreLocked
 
     temporary = opts.data_dir is None
     data_dir = tempfile.mkdtemp(prefix="durable-proxy-dev-") if opts.data_dir is None else opts.data_dir
@@ -387,16 +386,13 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
         retry_max_interval=5.0,
     )
     loop = asyncio.get_running_loop()
-    servers: list[_Server] = []
     stopping = asyncio.Event()
-    runtime: Any = None
+    server: ProxyServer | None = None
 
     def stop() -> None:
         stopping.set()
-        for server in servers:
-            server.should_exit = True
-        if runtime is not None and runtime.started:
-            runtime.release_waiters()
+        if server is not None:
+            server.stop()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
@@ -407,33 +403,16 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
     try:
         # Give the handler a moment to come up, so the runtime's registration does not log retries.
         await _wait_for_handler(handler, handler_url, stopping, 10.0)
-        apps = create_app(settings)
-        runtime = apps.runtime
+        server = ProxyServer(settings)
+        if stopping.is_set():
+            server.stop()
+        watch = asyncio.create_task(supervisor.run(stop))
         try:
-            await runtime.start()
+            if not await server.run():
+                exit_code = _EXIT_FAILED
         except StoreLocked as exc:
             print(f"error: {exc}", file=sys.stderr)
             return _EXIT_FAILED
-        servers += [
-            _Server(_config(apps.ingress, settings, settings.ingress_port)),
-            _Server(_config(apps.admin, settings, settings.admin_port)),
-        ]
-        if stopping.is_set():
-            stop()
-        watch = asyncio.create_task(supervisor.run(stop))
-
-        async def run_server(server: _Server) -> None:
-            nonlocal exit_code
-            try:
-                await server.serve()
-            except SystemExit:  # uvicorn exits on a startup failure (port taken): stop the other one
-                exit_code = _EXIT_FAILED
-                stop()
-
-        try:
-            await asyncio.gather(*(run_server(s) for s in servers))
-        finally:
-            await runtime.stop()
     finally:
         if watch is not None:
             watch.cancel()

@@ -10,12 +10,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from durable_core.errors import BadRequest, NotFound, NotReady, error_body
+from durable_core.records import InvocationRecord
 from handlers_sdk.protocol import Failure
+from proxy.api.http import check_json, exception_handlers, json_response, read_body
 from proxy.config import parse_duration
-from proxy.errors import BadRequest, NotFound, NotReady, error_body
-from proxy.journal import InvocationRecord
-from proxy.runtime import Runtime, Target
-from proxy.web import check_json, exception_handlers, json_response, read_body
+from proxy.engine.runtime import Runtime, Target
 
 __all__ = ["create_ingress", "outcome_response", "parse_delay"]
 

@@ -1,0 +1,535 @@
+"""The durable state machine: every use case of the proxy as one function over a `Txn`.
+
+Each write method runs inside one write transaction that the caller (the proxy's group-commit
+writer, or the toolkit's `LocalRuntime`) commits, and returns what the shell must do after the
+commit as `Effects`. Nothing here does I/O, reads a clock or calls back into a shell: time,
+tokens and the service registry come in as arguments.
+
+The rules themselves live in the modules below this one: `journal` (entries and their effects),
+`keyed` (per-key locks, state, promises), `control` (operator actions), `lifecycle` (one
+record's transitions); this module sequences them per use case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from durable_core import control
+from durable_core.effects import Effects
+from durable_core.errors import BadRequest, Fenced, NotFound, PayloadTooLarge, ProxyError
+from durable_core.journal import Resolver, complete_entry, create_invocation, finish, start_or_queue
+from durable_core.journal import write_entries as _write_entries
+from durable_core.keyed import object_hash, read_state, replace_state
+from durable_core.keys import START_INDEX, idempotency_key, split_expiry_key, split_timer_key
+from durable_core.lifecycle import check_current, complete, fail_attempt, pause, start_attempt, suspend
+from durable_core.records import (
+    Action,
+    DeploymentRecord,
+    InvocationRecord,
+    ServiceRecord,
+    Status,
+    decode_record,
+    encode_record,
+)
+from durable_core.retry import RetryPolicy
+from durable_core.rows import is_completed, journal_rows, put_record, read_entry, read_input, read_record
+from durable_core.txn import ReadTxn, Txn
+from handlers_sdk.protocol import (
+    COMPLETABLE,
+    AwakeableEntry,
+    Completed,
+    Entry,
+    Errored,
+    Failed,
+    Failure,
+    JournalItem,
+    Outcome,
+    RunEntry,
+    Suspended,
+    encode,
+    parse_awakeable_id,
+)
+
+__all__ = ["AttemptFailure", "Limits", "Machine", "TimerFire", "errored_failure"]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The limits and policies the rules apply (from the proxy's settings)."""
+
+    max_journal_entries: int = 10_000
+    max_entry_bytes: int = 4 * 1024 * 1024
+    retention_ms: int = 24 * 3600 * 1000
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+
+class AttemptFailure(msgspec.Struct, frozen=True):
+    """Why an attempt produced no usable outcome (network, HTTP status, garbage, timeout)."""
+
+    failure: Failure
+    retry_after_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class TimerFire:
+    """One due timer: complete entry `index` of `invocation_id`, or start it (`START_INDEX`)."""
+
+    key: bytes
+    due_ms: int
+    invocation_id: str
+    index: int
+
+
+class Machine:
+    """The proxy's durable rules, over any `Txn` (see the module docstring).
+
+    Args:
+        limits: journal and entry limits, retention and the retry policy.
+        resolve: finds (deployment id, handler kind, service type) of a service's handler, or
+            raises NotFound. Called inside write transactions: it must only read memory.
+    """
+
+    def __init__(self, limits: Limits, resolve: Resolver) -> None:
+        self.limits = limits
+        self.resolve = resolve
+
+    # -- invocations from outside -----------------------------------------------------------------
+
+    def invoke(
+        self,
+        txn: Txn,
+        record: InvocationRecord,
+        body: bytes,
+        *,
+        now: int,
+        delay_ms: int = 0,
+    ) -> tuple[InvocationRecord, bool, Effects]:
+        """Create `record` (attempt 0, status pending) or find the invocation it duplicates.
+
+        An idempotency key already used on the same target (and not expired) returns that
+        invocation; a workflow key whose run exists returns the run. Otherwise the invocation is
+        admitted (running, or pending behind its key's lock) or scheduled `delay_ms` from now.
+
+        Returns:
+            The stored record, True if this call created it, and the effects.
+        """
+        effects = Effects()
+        if record.idempotency_key is not None:
+            idem_row = idempotency_key(record.service, record.handler, record.key, record.idempotency_key)
+            existing_id = txn.get("idempotency", idem_row)
+            if existing_id is not None:
+                existing = read_record(txn, existing_id.decode("ascii"))
+                # An expired key is free again (the sweeper may not have run yet).
+                if existing is not None and not (existing.is_completed and existing.expires_ms <= now):
+                    return existing, False, effects
+            txn.put("idempotency", idem_row, record.id.encode("ascii"))
+        if record.kind == "workflow":
+            # A workflow runs once per key: a second submission gets the first run.
+            workflow_row = object_hash(record.service, record.key)
+            existing_id = txn.get("workflows", workflow_row)
+            if existing_id is not None:
+                existing = read_record(txn, existing_id.decode("ascii"))
+                if existing is not None:
+                    return existing, False, effects
+            txn.put("workflows", workflow_row, record.id.encode("ascii"))
+        start_at = now + delay_ms if delay_ms > 0 else 0
+        return create_invocation(txn, record, body, effects, start_at_ms=start_at), True, effects
+
+    def new_record(
+        self,
+        invocation_id: str,
+        service: str,
+        handler: str,
+        key: str,
+        *,
+        now: int,
+        random_seed: int,
+        idempotency: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> InvocationRecord:
+        """The record of a new invocation of `service`/`handler` (NotFound if unknown).
+
+        Raises:
+            NotFound: unknown service or handler.
+        """
+        deployment, kind, service_type = self.resolve(service, handler)
+        return InvocationRecord(
+            id=invocation_id,
+            service=service,
+            handler=handler,
+            key=key,
+            status="pending",
+            created_ms=now,
+            modified_ms=now,
+            deployment_id=deployment,
+            idempotency_key=idempotency,
+            headers=headers or {},
+            random_seed=random_seed,
+            kind=kind,
+            keyed=service_type != "service",
+        )
+
+    def complete_awakeable(
+        self, txn: Txn, awakeable: str, *, now: int, value: bytes | None = None, failure: Failure | None = None
+    ) -> Effects:
+        """Resolve (`value`) or reject (`failure`) an awakeable from outside.
+
+        Raises:
+            BadRequest: `awakeable` is not an awakeable id.
+            NotFound: no such awakeable.
+            Conflict: it is already completed.
+        """
+        parsed = parse_awakeable_id(awakeable)
+        if parsed is None:
+            raise BadRequest(f"'{awakeable}' is not an awakeable id")
+        invocation_id, index = parsed
+        effects = Effects()
+        try:
+            complete_entry(
+                txn, invocation_id, index, now=now, effects=effects, value=value, failure=failure,
+                kinds=(AwakeableEntry,),
+            )  # fmt: skip
+        except (NotFound, BadRequest):
+            raise NotFound(f"awakeable '{awakeable}' not found") from None
+        return effects
+
+    def act(
+        self, txn: Txn, action: Action | str, invocation_id: str, *, now: int, deployment_id: str = ""
+    ) -> tuple[InvocationRecord | None, Effects]:
+        """Cancel, kill, pause, resume or purge one invocation (see `control`).
+
+        Returns:
+            The invocation's record after the action (None after a purge) and the effects.
+
+        Raises:
+            NotFound: unknown invocation. Conflict: the action does not apply to its status.
+            BadRequest: unknown action.
+        """
+        effects = Effects()
+        retention_ms = self.limits.retention_ms
+        if action == "cancel":
+            return control.cancel(txn, invocation_id, now, retention_ms, effects), effects
+        if action == "kill":
+            return control.kill(txn, invocation_id, now, retention_ms, effects), effects
+        if action == "pause":
+            return control.pause_invocation(txn, invocation_id, now), effects
+        if action == "resume":
+            return control.resume(txn, invocation_id, now, deployment_id, effects), effects
+        if action == "purge":
+            control.purge(txn, invocation_id)
+            return None, effects
+        raise BadRequest(f"unknown action '{action}': use cancel, kill, pause, resume or purge")
+
+    # -- attempts ---------------------------------------------------------------------------------
+
+    def begin_attempt(self, txn: Txn, invocation_id: str, *, now: int, token: str) -> InvocationRecord | None:
+        """A new attempt of a running (recovered) or backing-off invocation; None if it has none to
+        make (completed, paused, suspended or unknown)."""
+        record = read_record(txn, invocation_id)
+        if record is None or record.status not in ("running", "backing-off"):
+            return None
+        record = start_attempt(record, token, now)
+        put_record(txn, record)
+        return record
+
+    def check_entry_size(self, item: JournalItem, invocation_id: str) -> None:
+        """Raise PayloadTooLarge if `item`, as stored, is over the entry limit."""
+        max_entry = self.limits.max_entry_bytes
+        if len(encode(item)) > max_entry:
+            raise PayloadTooLarge(f"entry {item.index} of {invocation_id} is over {max_entry} bytes")
+
+    def append(
+        self, txn: Txn, invocation_id: str, attempt: int, token: str, item: JournalItem, *, now: int
+    ) -> tuple[Effects, Entry | None]:
+        """Journal one entry of the current attempt (a step ack) and apply its effects.
+
+        Returns:
+            The effects, and the entry as journaled if journaling it completed it on the spot
+            (a promise peek, a call to an unknown target...), else None.
+
+        Raises:
+            Fenced: the attempt is not current, or the index holds another entry.
+            PayloadTooLarge: the journal is full.
+        """
+        effects = Effects()
+        record = read_record(txn, invocation_id)
+        if record is None:
+            raise Fenced(f"unknown invocation {invocation_id}")
+        check_current(record, attempt, token)
+        updated = self._write_entries(txn, record, [item], now, effects)
+        if updated is not record:
+            put_record(txn, updated)
+        if not isinstance(item.entry, COMPLETABLE):
+            return effects, None
+        journaled = read_entry(txn, invocation_id, item.index)
+        completed = isinstance(journaled, COMPLETABLE) and journaled.completed
+        return effects, journaled if completed else None
+
+    def settle(
+        self,
+        txn: Txn,
+        invocation_id: str,
+        attempt: int,
+        token: str,
+        result: Outcome | AttemptFailure,
+        *,
+        now: int,
+        next_token: str,
+    ) -> tuple[InvocationRecord, Effects, Outcome | AttemptFailure]:
+        """Record what an attempt produced and decide what happens next.
+
+        A completed or failed outcome completes the invocation; a suspension suspends it (or
+        starts `next_token`'s attempt at once if something it waits on is already complete); an
+        error or an attempt failure backs off or pauses. Entries the outcome carries are journaled
+        first; if they are refused (a send to an unknown service, say) the attempt counts as failed.
+
+        Returns:
+            The record after the transition, the effects, and the result as it was applied.
+
+        Raises:
+            Fenced: the attempt is not current.
+        """
+        current = read_record(txn, invocation_id)
+        if current is None:
+            raise Fenced(f"unknown invocation {invocation_id}")
+        check_current(current, attempt, token)
+        entries = [] if isinstance(result, AttemptFailure) else _cap_entries(result.entries, self.limits)
+        if isinstance(result, Suspended) and not entries and not result.waiting_on:
+            result = AttemptFailure(Failure(code=571, message="protocol violation: suspended without progress"))
+        effects = Effects()
+        child = txn.child()
+        try:
+            current = self._write_entries(child, current, entries, now, effects)
+        except ProxyError as exc:
+            child.abort()
+            if isinstance(exc, Fenced) or exc.status >= 500:
+                raise
+            # The outcome's entries were refused: the attempt failed, and counts towards pausing
+            # like any other failure.
+            effects = Effects()
+            result = AttemptFailure(Failure(code=exc.status, message=f"outcome refused: {exc.message}"))
+        else:
+            child.commit()
+        updated = self._transition(txn, current, result, now, next_token)
+        if updated.is_completed:
+            finish(txn, updated, now, effects)
+        else:
+            put_record(txn, updated)
+            if updated.status == "running":
+                effects.start(updated)
+            elif updated.status == "backing-off":
+                effects.back_off(updated)
+        return updated, effects, result
+
+    def _transition(
+        self, txn: Txn, current: InvocationRecord, result: Outcome | AttemptFailure, now: int, next_token: str
+    ) -> InvocationRecord:
+        retention_ms, policy = self.limits.retention_ms, self.limits.retry
+        if isinstance(result, Completed):
+            return complete(current, now, retention_ms, result=bytes(result.value))
+        if isinstance(result, Failed):
+            return complete(current, now, retention_ms, failure=result.failure)
+        if isinstance(result, Suspended):
+            waiting = result.waiting_on
+            if not waiting or any(is_completed(txn, current.id, i) for i in waiting):
+                return start_attempt(current, next_token, now)
+            return suspend(current, waiting, now)
+        if isinstance(result, Errored) and result.behavior == "pause":
+            return pause(current, errored_failure(result), now)
+        if isinstance(result, Errored):
+            return fail_attempt(current, errored_failure(result), now, policy, result.retry_after_ms)
+        return fail_attempt(current, result.failure, now, policy, result.retry_after_ms)
+
+    def _write_entries(
+        self, txn: Txn, record: InvocationRecord, items: list[JournalItem], now: int, effects: Effects
+    ) -> InvocationRecord:
+        return _write_entries(
+            txn,
+            record,
+            items,
+            max_entries=self.limits.max_journal_entries,
+            resolve=self.resolve,
+            now=now,
+            effects=effects,
+        )
+
+    # -- timers and retention -------------------------------------------------------------------
+
+    def due_timers(self, txn: ReadTxn, now: int, limit: int) -> tuple[list[TimerFire], int | None]:
+        """Timers due by `now` (at most `limit`), and the due time of the next one not due."""
+        due: list[TimerFire] = []
+        for key, _ in txn.items_from("timers", b""):
+            due_ms, invocation_id, index = split_timer_key(key)
+            if due_ms > now or len(due) >= limit:
+                return due, due_ms
+            due.append(TimerFire(key, due_ms, invocation_id, index))
+        return due, None
+
+    def fire_timers(self, txn: Txn, fires: Iterable[TimerFire], *, now: int) -> tuple[Effects, list[str]]:
+        """Fire due timers: complete their sleep entries, start their scheduled invocations.
+
+        A timer already fired (its row is gone) is skipped, so it fires once.
+
+        Returns:
+            The effects and, per timer that turned out moot (its invocation purged or killed
+            meanwhile), why.
+        """
+        effects = Effects()
+        dropped: list[str] = []
+        for fire in fires:
+            if txn.get("timers", fire.key) is None:
+                continue
+            txn.delete("timers", fire.key)
+            if fire.index == START_INDEX:
+                record = read_record(txn, fire.invocation_id)
+                if record is not None and record.status == "scheduled":
+                    put_record(txn, start_or_queue(txn, record, now, effects))
+                continue
+            try:
+                complete_entry(txn, fire.invocation_id, fire.index, now=now, effects=effects)
+            except ProxyError as exc:
+                dropped.append(f"timer of {fire.invocation_id}/{fire.index} dropped: {exc.message}")
+        return effects, dropped
+
+    def due_expiries(self, txn: ReadTxn, now: int, limit: int) -> list[bytes]:
+        """Keys of the retention index due by `now` (at most `limit`)."""
+        due: list[bytes] = []
+        for key, _ in txn.items_from("expiry", b""):
+            expires_ms, _ = split_expiry_key(key)
+            if expires_ms > now or len(due) >= limit:
+                break
+            due.append(key)
+        return due
+
+    def sweep(self, txn: Txn, keys: Iterable[bytes]) -> int:
+        """Purge the completed invocations of these retention-index keys; returns how many."""
+        purged = 0
+        for key in keys:
+            txn.delete("expiry", key)
+            try:
+                control.purge(txn, split_expiry_key(key)[1])
+                purged += 1
+            except ProxyError:  # purged by hand already
+                pass
+        return purged
+
+    # -- deployments and state ------------------------------------------------------------------
+
+    def register(self, txn: Txn, deployment: DeploymentRecord, services: Iterable[ServiceRecord]) -> None:
+        """Store a deployment and make it the one serving `services`."""
+        txn.put("deployments", deployment.id.encode(), encode_record(deployment))
+        for svc in services:
+            txn.put("services", svc.name.encode(), encode_record(svc))
+
+    def replace_state(self, txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
+        """Replace the whole state of an object or workflow key (an operator's edit)."""
+        replace_state(txn, service, key, state)
+
+    # -- reads ------------------------------------------------------------------------------------
+
+    def get(self, txn: ReadTxn, invocation_id: str) -> InvocationRecord:
+        """The stored record of an invocation, or NotFound."""
+        record = read_record(txn, invocation_id)
+        if record is None:
+            raise NotFound(f"invocation '{invocation_id}' not found")
+        return record
+
+    def journal(self, txn: ReadTxn, invocation_id: str) -> list[bytes]:
+        """The stored journal of an invocation (JSON `JournalItem`s), in index order."""
+        return journal_rows(txn, invocation_id)
+
+    def input(self, txn: ReadTxn, invocation_id: str) -> bytes:
+        """The input an invocation was created with (JSON)."""
+        return read_input(txn, invocation_id)
+
+    def state(self, txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
+        """The state of an object or workflow key: name -> JSON value."""
+        return read_state(txn, service, key)
+
+    def workflow_run(self, txn: ReadTxn, workflow: str, key: str) -> str | None:
+        """The invocation id of a workflow key's run, if it has one."""
+        found = txn.get("workflows", object_hash(workflow, key))
+        return None if found is None else found.decode("ascii")
+
+    def active(self, txn: ReadTxn) -> list[InvocationRecord]:
+        """Every invocation that has not completed, in id order."""
+        records: list[InvocationRecord] = []
+        for key, _ in txn.items_from("active", b""):
+            data = txn.get("invocations", key)
+            if data is not None:
+                records.append(decode_record(data, InvocationRecord))
+        return records
+
+    def list_invocations(
+        self,
+        txn: ReadTxn,
+        *,
+        status: Status | str | None = None,
+        service: str | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[InvocationRecord], str | None]:
+        """A page of invocations in id order, filtered; returns it and the cursor of the next page."""
+        db = "active" if status is not None and status != "completed" else "invocations"
+        found: list[InvocationRecord] = []
+        start = after.encode("ascii") + b"\x00" if after else b""
+        for key, _ in txn.items_from(db, start):
+            data = txn.get("invocations", key)
+            if data is None:
+                continue
+            record = decode_record(data, InvocationRecord)
+            if status is not None and record.status != status:
+                continue
+            if service is not None and record.service != service:
+                continue
+            if handler is not None and record.handler != handler:
+                continue
+            if len(found) == limit:
+                return found, found[-1].id
+            found.append(record)
+        return found, None
+
+    def status_counts(self, txn: ReadTxn) -> dict[str, int]:
+        """How many invocations are in each status."""
+        counts: dict[str, int] = {}
+        active = self.active(txn)
+        for record in active:
+            counts[record.status] = counts.get(record.status, 0) + 1
+        counts["completed"] = txn.count("invocations") - len(active)
+        return counts
+
+    def deployments(self, txn: ReadTxn) -> list[DeploymentRecord]:
+        """Every registered deployment."""
+        return [decode_record(value, DeploymentRecord) for _, value in txn.items_from("deployments", b"")]
+
+    def services(self, txn: ReadTxn) -> list[ServiceRecord]:
+        """Every registered service."""
+        return [decode_record(value, ServiceRecord) for _, value in txn.items_from("services", b"")]
+
+
+def _cap_entries(entries: list[JournalItem], limits: Limits) -> list[JournalItem]:
+    """Replace any step result over the size limit by a terminal step failure (as an ack would
+    be refused with 413, and the SDK fails the step)."""
+    capped: list[JournalItem] = []
+    for item in entries:
+        if len(encode(item)) > limits.max_entry_bytes and isinstance(item.entry, RunEntry):
+            message = f"step {item.entry.name!r}: result too large to journal"
+            item = JournalItem(
+                index=item.index, entry=RunEntry(name=item.entry.name, failure=Failure(code=413, message=message))
+            )
+        capped.append(item)
+    return capped
+
+
+def errored_failure(result: Errored) -> Failure:
+    """The failure an Errored outcome leaves visible on the invocation."""
+    message = result.message
+    if result.related_index is not None and f"index {result.related_index}" not in message:
+        message += f" (journal index {result.related_index}: {result.related_name})"
+    if result.stacktrace:
+        message += "\n" + result.stacktrace[-4000:]
+    return Failure(code=result.code, message=message)

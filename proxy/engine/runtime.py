@@ -1,0 +1,386 @@
+"""The running proxy's use cases: what the ingress and admin APIs ask for, as one object.
+
+A Runtime owns the engine's parts (store, writer, machine, registry, invoker, timers, sweeper,
+residency) and serves the use cases on top of them. Every write goes the same way::
+
+    API handler ──▶ Runtime.<use case> ──▶ Writer.submit(machine.<rule>) ──▶ commit
+                                       ◀── Effects ── Runtime.apply: wake waiters, launch attempts,
+                                                      arm retries, poke the timer loop
+
+Reads go through `Machine`'s read functions over a read transaction. Nothing else holds state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from durable_core.effects import Effects
+from durable_core.errors import BadRequest, NotFound, Unavailable
+from durable_core.journal import new_seed
+from durable_core.keys import new_invocation_id
+from durable_core.machine import Limits, Machine
+from durable_core.records import Action, InvocationRecord, Status
+from durable_core.retry import RetryPolicy
+from durable_core.txn import DBS
+from handlers_sdk.clock import Clock, SystemClock
+from handlers_sdk.protocol import AppendRequest, Entry, Failure
+from proxy import faults
+from proxy.config import Settings
+from proxy.engine.invoker import Invoker
+from proxy.engine.metrics import Metrics
+from proxy.engine.registry import Registry
+from proxy.engine.residency import MapResidency
+from proxy.engine.sweeper import Sweeper
+from proxy.engine.timers import Timers
+from proxy.engine.transport import AiohttpTransport, HttpxTransport, Transport
+from proxy.store.lmdb import Store
+from proxy.store.writer import Writer
+
+__all__ = ["Runtime", "Target"]
+
+log = logging.getLogger("proxy.engine.runtime")
+
+
+class Target:
+    """What an ingress request asks for: service, handler and (for objects) key."""
+
+    __slots__ = ("handler", "key", "service")
+
+    def __init__(self, service: str, handler: str, key: str = "") -> None:
+        self.service = service
+        self.handler = handler
+        self.key = key
+
+
+def _transport(settings: Settings) -> Transport:
+    if settings.transport == "aiohttp":
+        return AiohttpTransport(settings.max_response_bytes, settings.connect_timeout, settings.max_handler_connections)
+    return HttpxTransport(settings.max_response_bytes, settings.connect_timeout, None, settings.max_handler_connections)
+
+
+def limits_of(settings: Settings) -> Limits:
+    """The machine's limits and retry policy, from the settings."""
+    return Limits(
+        max_journal_entries=settings.max_journal_entries,
+        max_entry_bytes=settings.max_entry_bytes,
+        retention_ms=int(settings.retention * 1000),
+        retry=RetryPolicy(
+            initial_ms=int(settings.retry_initial_interval * 1000),
+            factor=settings.retry_factor,
+            max_ms=int(settings.retry_max_interval * 1000),
+            max_attempts=settings.retry_max_attempts,
+        ),
+    )
+
+
+class Runtime:
+    """Everything the HTTP apps share. `start()` opens the store and resumes in-flight work."""
+
+    def __init__(self, settings: Settings, clock: Clock | None = None, transport: Transport | None = None) -> None:
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.metrics.gauges.append(self._gauges)
+        self.transport: Transport = transport or _transport(settings)
+        self.store = Store(settings.data_dir, settings.map_size)
+        self.writer = Writer(self.store, settings.max_map_size)
+        self.writer.on_commit = self.metrics.observe_commit
+        self.registry = Registry(self.store, self.writer, self.transport, self.clock, settings.discovery_timeout)
+        self.machine = Machine(limits_of(settings), self.registry.resolve)
+        self.invoker = Invoker(
+            settings, self.store, self.writer, self.machine, self.registry, self.transport, self.clock,
+            self.metrics, self.apply,
+        )  # fmt: skip
+        self.timers = Timers(self.store, self.writer, self.machine, self.clock, self.apply, self.metrics)
+        self.sweeper = Sweeper(self.store, self.writer, self.machine, self.clock, settings.sweep_interval)
+        self.residency = MapResidency(
+            self.store, self.writer, settings.resident_map_limit, settings.resident_check_interval, self.clock
+        )
+        self._waiters: dict[str, list[asyncio.Future[InvocationRecord]]] = {}
+        #: Set on shutdown: no client waits for a result any more (see `release_waiters`).
+        self.draining = False
+        self._background: set[asyncio.Task[None]] = set()
+        self.started = False
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, start the writer, load deployments, resume in-flight invocations.
+
+        Raises:
+            StoreLocked: another proxy owns the data directory.
+        """
+        self.store.open()
+        self.writer.start()
+        self.registry.load(self.machine)
+        await self._recover()
+        self.timers.start()
+        self.sweeper.start()
+        self.residency.start()
+        for uri in self.settings.deployments:
+            self._spawn(self._register_until_up(uri))
+        self.started = True
+
+    async def stop(self) -> None:
+        """Stop attempts and timers, commit what is queued, close the store."""
+        if not self.started:
+            return
+        self.started = False
+        for task in list(self._background):
+            task.cancel()
+        await self.timers.close()
+        await self.sweeper.close()
+        await self.residency.close()
+        await self.invoker.close()
+        await self.writer.close()
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.cancel()
+        await self.transport.aclose()
+        self.store.close()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _register_until_up(self, uri: str) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self.registry.register(uri)
+                return
+            except Exception as exc:  # noqa: BLE001 - keep trying until the service is up
+                log.warning("cannot register %s yet: %s", uri, exc)
+            await self.clock.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    async def _recover(self) -> None:
+        """Re-arm every invocation that was in flight when the last process stopped."""
+        with self.store.read() as txn:
+            active = self.machine.active(txn)
+        running = [record.id for record in active if record.status == "running"]
+        for record in active:
+            if record.status == "backing-off":
+                self.invoker.schedule(record)
+        if running:
+            log.info("resuming %d in-flight invocations", len(running))
+            await asyncio.gather(*(self.invoker.begin(inv_id) for inv_id in running))
+
+    # -- effects ------------------------------------------------------------------------------------
+
+    def apply(self, effects: Effects) -> None:
+        """Carry out what a committed transaction asked for."""
+        for record in effects.completed:
+            for future in self._waiters.get(record.id, ()):
+                if not future.done():
+                    future.set_result(record)
+        for record in effects.launch:
+            self.invoker.launch(record)
+        for record in effects.retry:
+            self.invoker.schedule(record)
+        if effects.wake_at is not None:
+            self.timers.poke(effects.wake_at)
+
+    # -- invocations ----------------------------------------------------------------------------
+
+    async def invoke(
+        self,
+        target: Target,
+        body: bytes,
+        idempotency: str | None,
+        headers: dict[str, str],
+        delay_ms: int = 0,
+    ) -> tuple[InvocationRecord, bool]:
+        """Create an invocation (or find the one with the same idempotency key). Returns after commit.
+
+        Returns:
+            The record and True if it was created by this call, False if it already existed.
+        """
+        now = self.clock.now_ms()
+        record = self.machine.new_record(
+            new_invocation_id(now), target.service, target.handler, target.key, now=now, random_seed=new_seed(),
+            idempotency=idempotency, headers=headers,
+        )  # fmt: skip
+        faults.hit("ingress.before_commit")
+        stored, created, effects = await self.writer.submit(
+            lambda txn: self.machine.invoke(txn, record, body, now=now, delay_ms=delay_ms)
+        )
+        self.apply(effects)
+        return stored, created
+
+    async def complete_awakeable(self, awakeable: str, value: bytes | None, failure: Failure | None) -> None:
+        """Resolve (`value`) or reject (`failure`) an awakeable. Returns after commit.
+
+        Raises:
+            BadRequest: not an awakeable id. NotFound: unknown awakeable.
+            Conflict: it is already completed.
+        """
+        now = self.clock.now_ms()
+        self.apply(
+            await self.writer.submit(
+                lambda txn: self.machine.complete_awakeable(txn, awakeable, now=now, value=value, failure=failure)
+            )
+        )
+
+    def workflow_run(self, workflow: str, key: str) -> str:
+        """The invocation id of a workflow key's run, or NotFound."""
+        svc = self.registry.service(workflow)
+        if svc.type != "workflow":
+            raise BadRequest(f"'{workflow}' is not a workflow")
+        with self.store.read() as txn:
+            found = self.machine.workflow_run(txn, workflow, key)
+        if found is None:
+            raise NotFound(f"workflow '{workflow}/{key}' not found")
+        return found
+
+    async def act(self, action: Action | str, invocation_id: str, latest: bool = False) -> InvocationRecord | None:
+        """Cancel, kill, pause, resume or purge one invocation. Returns after commit.
+
+        Args:
+            action: one of ``cancel``, ``kill``, ``pause``, ``resume``, ``purge``.
+            invocation_id: the invocation.
+            latest: with ``resume``, move it to the latest deployment of its service.
+
+        Returns:
+            The invocation's record after the action (None after a purge).
+
+        Raises:
+            NotFound: unknown invocation. Conflict: the action does not apply to its status.
+            BadRequest: unknown action.
+        """
+        now = self.clock.now_ms()
+        deployment = ""
+        if action == "resume" and latest:
+            current = self.get(invocation_id)
+            deployment = self.registry.resolve(current.service, current.handler)[0]
+        record, effects = await self.writer.submit(
+            lambda txn: self.machine.act(txn, action, invocation_id, now=now, deployment_id=deployment)
+        )
+        # Attempts in flight for what changed are fenced now: stop waiting for them.
+        if action != "resume":
+            for changed in (*effects.launch, *effects.completed, *([record] if record else [])):
+                self.invoker.abandon(changed.id)
+        self.apply(effects)
+        return record
+
+    async def append(self, request: AppendRequest) -> Entry | None:
+        """Journal one entry a handler acked (see `Invoker.append`). Returns after commit."""
+        return await self.invoker.append(request)
+
+    async def replace_state(self, service: str, key: str, state: dict[str, bytes]) -> None:
+        """Replace the whole state of an object or workflow key. Returns after commit."""
+        await self.writer.submit(lambda txn: self.machine.replace_state(txn, service, key, state))
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get(self, invocation_id: str) -> InvocationRecord:
+        """The stored record of an invocation, or NotFound."""
+        with self.store.read() as txn:
+            return self.machine.get(txn, invocation_id)
+
+    def journal(self, invocation_id: str) -> list[bytes]:
+        """The stored journal of an invocation (JSON `JournalItem`s), in index order."""
+        with self.store.read() as txn:
+            return self.machine.journal(txn, invocation_id)
+
+    def input(self, invocation_id: str) -> bytes:
+        """The input an invocation was created with (JSON)."""
+        with self.store.read() as txn:
+            return self.machine.input(txn, invocation_id)
+
+    def state(self, service: str, key: str) -> dict[str, bytes]:
+        """The state of an object or workflow key."""
+        with self.store.read() as txn:
+            return self.machine.state(txn, service, key)
+
+    def list_invocations(
+        self,
+        status: Status | str | None = None,
+        service: str | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        after: str | None = None,
+    ) -> tuple[list[InvocationRecord], str | None]:
+        """A page of invocations in id order, filtered; returns it and the cursor of the next page."""
+        with self.store.read() as txn:
+            return self.machine.list_invocations(
+                txn, status=status, service=service, handler=handler, limit=limit, after=after
+            )
+
+    def status_counts(self) -> dict[str, int]:
+        """How many invocations are in each status."""
+        with self.store.read() as txn:
+            return self.machine.status_counts(txn)
+
+    def stats(self) -> dict[str, Any]:
+        """Row counts, invocations by status, storage, writer and loop counters."""
+        with self.store.read() as txn:
+            counts = {name: txn.count(name) for name in DBS}
+        return {
+            "counts": counts,
+            "invocations": self.status_counts(),
+            "storage": self.store.usage(),
+            "writer": {"commits": self.writer.commits, "batched_writes": self.writer.batched},
+            "running_attempts": len(self.invoker.active),
+            "timers_fired": self.timers.fired,
+            "purged": self.sweeper.purged,
+        }
+
+    def _gauges(self) -> list[str]:
+        if not self.started:
+            return []
+        usage = self.store.usage()
+        return self.metrics.render_gauges(
+            statuses=self.status_counts(),
+            map_bytes=usage["map_size"],
+            used_bytes=usage["used_bytes"],
+            running_attempts=len(self.invoker.active),
+            purged=self.sweeper.purged,
+            resident_bytes=self.residency.measure(),
+            resident_drops=self.residency.drops,
+        )
+
+    # -- waiting for results ------------------------------------------------------------------------
+
+    async def wait(self, invocation_id: str) -> InvocationRecord:
+        """Wait until the invocation is completed and return its record.
+
+        Raises:
+            Unavailable: the proxy is shutting down (the invocation goes on after the restart).
+        """
+        if self.draining:
+            record = self.get(invocation_id)
+            if record.is_completed:
+                return record
+            raise Unavailable("the proxy is shutting down; attach again once it is back")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[InvocationRecord] = loop.create_future()
+        # Register before reading, so a completion between the read and the wait is not missed.
+        waiters = self._waiters.setdefault(invocation_id, [])
+        waiters.append(future)
+        try:
+            record = self.get(invocation_id)
+            if record.is_completed:
+                return record
+            return await future
+        finally:
+            waiters.remove(future)
+            if not waiters:
+                self._waiters.pop(invocation_id, None)
+
+    def release_waiters(self) -> None:
+        """Shutdown: answer every client waiting for a result with 503 instead of keeping it waiting.
+
+        A waiting request would otherwise hold the HTTP server open until its invocation finishes,
+        which cannot happen once the servers stop accepting step acks (SIGTERM would never exit).
+        """
+        self.draining = True
+        for waiters in self._waiters.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(Unavailable("the proxy is shutting down; attach again once it is back"))

@@ -120,6 +120,10 @@ class Invoker:
         """Start a new attempt of a backing-off invocation when its retry is due."""
         self._arm(record.id, max(0.0, (record.next_retry_ms - self._clock.now_ms()) / 1000))
 
+    def is_busy(self, invocation_id: str) -> bool:
+        """True while an attempt of the invocation is in flight or its retry is armed."""
+        return invocation_id in self.active or invocation_id in self._timers
+
     def _arm(self, invocation_id: str, delay: float) -> None:
         if self._closing:
             return

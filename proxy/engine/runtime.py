@@ -373,6 +373,10 @@ class Runtime:
             if not waiters:
                 self._waiters.pop(invocation_id, None)
 
+    def waiting_clients(self, invocation_id: str) -> int:
+        """How many callers are waiting (`wait`) for the invocation's result right now."""
+        return len(self._waiters.get(invocation_id, ()))
+
     def release_waiters(self) -> None:
         """Shutdown: answer every client waiting for a result with 503 instead of keeping it waiting.
 

@@ -13,6 +13,7 @@ import pytest
 import respx
 
 import handlers_sdk
+from handlers_sdk.clock import FakeClock
 from handlers_sdk.protocol import decode_invoke
 from handlers_sdk.service import Service
 from proxy import create_app
@@ -27,22 +28,28 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def start(tmp_path: Path) -> AsyncIterator[StartHarness]:
-    """Factory: ``h = await start([service], mode="ack", **settings)``; everything stops after the test."""
+    """Factory: ``h = await start([service], mode="ack", clock=None, **settings)``; everything stops after
+    the test. With a `FakeClock` the proxy's retries, timeouts, timers and retention move only when the
+    test advances it (`Harness.advance`)."""
     stack = AsyncExitStack()
     count = 0
 
-    async def _start(services: list[Service], *, mode: str = "ack", **overrides: Any) -> Harness:
+    async def _start(
+        services: list[Service], *, mode: str = "ack", clock: FakeClock | None = None, **overrides: Any
+    ) -> Harness:
         nonlocal count
         count += 1
         settings = settings_for(tmp_path / f"data{count}", overrides)
         router = respx.Router(assert_all_mocked=True, assert_all_called=False)
         proxy_to_handler = httpx.AsyncClient(transport=httpx.MockTransport(router.async_handler))
-        apps = create_app(settings, transport=HttpxTransport(settings.max_response_bytes, client=proxy_to_handler))
+        apps = create_app(
+            settings, clock=clock, transport=HttpxTransport(settings.max_response_bytes, client=proxy_to_handler)
+        )
         handler = handlers_sdk.app(services, mode=mode, ack_transport=httpx.ASGITransport(app=apps.admin))
         asgi = respx.ASGIHandler(handler)
         ingress = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.ingress), base_url="http://ingress.test")
         admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.admin), base_url="http://admin.test")
-        harness = Harness(settings, apps, handler, router, ingress, admin)
+        harness = Harness(settings, apps, handler, router, ingress, admin, clock=clock)
 
         async def to_handler(request: httpx.Request) -> httpx.Response:
             if request.url.path.startswith("/invoke/"):

@@ -23,6 +23,7 @@ import httpx
 import msgspec
 import respx
 
+from handlers_sdk.clock import FakeClock
 from handlers_sdk.protocol import InvokeRequest
 from handlers_sdk.server import HandlerApp
 from proxy import Settings
@@ -56,11 +57,45 @@ class Harness:
     admin: httpx.AsyncClient
     sent: list[Sent] = field(default_factory=list)
     plan: list[Planned] = field(default_factory=list)
+    #: The proxy's clock when the test passed a fake one.
+    clock: FakeClock | None = None
 
     async def stop(self) -> None:
         """Stop the proxy (as SIGTERM would) before the test ends; stopping again is harmless."""
         await self.apps.runtime.stop()
         await self.handler.ack.aclose()
+
+    # -- time -------------------------------------------------------------------------------------
+
+    async def advance(self, seconds: float) -> None:
+        """Move the proxy's fake clock forward by `seconds`, then wait until what fell due has been
+        committed (a write queued behind it returns)."""
+        assert self.clock is not None, "start the harness with clock=FakeClock()"
+        self.clock.advance(seconds)
+        await self.flush()
+
+    async def flush(self) -> None:
+        """Let the proxy act on what is ready: run the loop, then one writer round trip."""
+        for _ in range(5):
+            await asyncio.sleep(0)
+        await self.apps.runtime.writer.submit(lambda txn: None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+
+    async def advance_until(
+        self, invocation_id: str, check: Callable[[dict[str, Any]], bool], step: float = 0.05, limit: float = 3600.0
+    ) -> dict[str, Any]:
+        """Advance the fake clock by `step` at a time (at most `limit` seconds in all) until
+        `check(view)` holds for the invocation; then return its admin view."""
+        moved = 0.0
+        while True:
+            view = await self.inspect(invocation_id)
+            if check(view):
+                return view
+            if moved >= limit:
+                raise AssertionError(f"condition not reached after {limit}s of fake time; last view: {view}")
+            await self.advance(step)
+            moved += step
 
     # -- API helpers --------------------------------------------------------------------------
 

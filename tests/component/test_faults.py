@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from handlers_sdk import Context, RetryableError, Service
+from handlers_sdk.clock import FakeClock
 from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -150,15 +151,16 @@ async def test_response_over_the_size_cap_is_retried(start: StartHarness) -> Non
 
 async def test_retries_exhausted_pause_the_invocation(start: StartHarness) -> None:
     runs: list[str] = []
-    h = await start([service(runs)], retry_max_attempts=3)
+    h = await start([service(runs)], retry_max_attempts=3, clock=FakeClock())
     h.plan += [httpx.Response(500, text="always") for _ in range(10)]
     inv = await h.send("/Shop/buy", "lamp")
-    view = await h.wait_status(inv, "paused")
+    view = await h.advance_until(inv, lambda v: v["status"] == "paused")
     assert view["retry_count"] == 3
     assert view["last_failure"]["code"] == 500
     assert "always" in view["last_failure"]["message"]
-    await asyncio.sleep(0.1)
-    assert len(h.attempts_of(inv)) == 3, "no attempt after the pause"
+    assert not h.apps.runtime.invoker.is_busy(inv), "no attempt in flight and no retry armed"
+    await h.advance(3600)
+    assert len(h.attempts_of(inv)) == 3, "no attempt after the pause, however long it waits"
     assert (await h.inspect(inv))["status"] == "paused"
     # Nothing is lost: the input is kept, the invocation is still active, output is not ready.
     counts = await h.counts()
@@ -197,10 +199,14 @@ async def test_a_hanging_handler_is_abandoned_and_retried(start: StartHarness) -
             await forever.wait()
         return len(attempts)
 
-    h = await start([svc], inactivity_timeout=0.2)
-    response = await h.ingress.post("/Hang/go")
-    assert response.json() == 2
-    view = await h.inspect(response.headers["x-restate-id"])
+    clock = FakeClock()
+    h = await start([svc], inactivity_timeout=0.2, clock=clock)
+    inv = await h.send("/Hang/go")
+    await h.wait_until(inv, lambda v: len(attempts) == 1)
+    await h.advance(0.19)
+    assert len(h.attempts_of(inv)) == 1 and h.apps.runtime.invoker.is_busy(inv), "alive before the timeout"
+    view = await h.advance_until(inv, lambda v: v["status"] == "completed", step=0.01)
+    assert view["result"] == 2
     assert view["attempt"] == 2
     assert view["last_failure"]["code"] == 408
     assert (await h.admin.get("/stats")).json()["running_attempts"] == 0
@@ -209,15 +215,17 @@ async def test_a_hanging_handler_is_abandoned_and_retried(start: StartHarness) -
 async def test_acks_keep_a_long_attempt_alive(start: StartHarness) -> None:
     svc = Service("Long")
 
+    clock = FakeClock()
+
     @svc.handler()
     async def go(ctx: Context) -> int:
         total = 0
         for i in range(6):
-            await asyncio.sleep(0.1)  # 0.6 s in all, but never 0.4 s without an ack
+            clock.advance(0.1)  # 0.6 s in all, but never 0.4 s without an ack
             total += await ctx.run(f"step{i}", lambda i=i: i)
         return total
 
-    h = await start([svc], inactivity_timeout=0.4)
+    h = await start([svc], inactivity_timeout=0.4, clock=clock)
     response = await h.ingress.post("/Long/go")
     assert response.json() == 15
     view = await h.inspect(response.headers["x-restate-id"])

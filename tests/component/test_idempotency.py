@@ -8,6 +8,7 @@ import itertools
 import pytest
 
 from handlers_sdk import Context, Service
+from handlers_sdk.clock import FakeClock
 from tests.component.harness import StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -115,7 +116,11 @@ async def test_64_concurrent_calls_with_one_key_make_one_invocation(start: Start
         asyncio.ensure_future(h.ingress.post("/Counter/take", json="x", headers={"idempotency-key": "one"}))
         for _ in range(64)
     ]
-    await asyncio.sleep(0.05)
+    # Every caller is in, waiting on the one invocation, before the handler may finish.
+    while not (ids := [r.id for r in h.apps.runtime.list_invocations()[0]]) or (
+        h.apps.runtime.waiting_clients(ids[0]) < 64
+    ):
+        await asyncio.sleep(0.001)
     gate.set()
     responses = await asyncio.gather(*calls)
     assert {r.status_code for r in responses} == {200}
@@ -175,9 +180,9 @@ async def test_distinct_keys_inside_one_commit_batch_stay_distinct(start: StartH
 
 async def test_an_expired_key_starts_a_new_invocation(start: StartHarness) -> None:
     runs: list[str] = []
-    h = await start([counting_service(runs)], retention=0.05, sweep_interval=3600)
+    h = await start([counting_service(runs)], retention=0.05, sweep_interval=3600, clock=FakeClock())
     first = await h.ingress.post("/Counter/take", json="a", headers={"idempotency-key": "short"})
-    await asyncio.sleep(0.1)
+    await h.advance(0.1)
     second = await h.ingress.post("/Counter/take", json="a", headers={"idempotency-key": "short"})
     assert first.headers["x-restate-id"] != second.headers["x-restate-id"]
     assert (first.json()["ticket"], second.json()["ticket"]) == (1, 2)

@@ -104,7 +104,8 @@ async def test_send_then_attach_and_output(start: StartHarness) -> None:
     assert output.status_code == 470
     assert decode(output)["code"] == 470
     attach = asyncio.ensure_future(h.ingress.get(f"/restate/invocation/{inv}/attach"))
-    await asyncio.sleep(0.05)
+    while h.apps.runtime.waiting_clients(inv) == 0:  # the attach is in, waiting for the result
+        await asyncio.sleep(0.001)
     assert not attach.done()
 
     gate.set()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from handlers_sdk import Context, JournalMismatchError, RunOptions, Service, TerminalError
+from handlers_sdk.clock import FakeClock
 from tests.component.harness import Harness, StartHarness
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -278,16 +279,17 @@ def renaming_service(swallow: bool) -> tuple[Service, Counter[str]]:
 @pytest.mark.parametrize("swallow", [False, True])
 async def test_journal_mismatch_pauses_with_570(start: StartHarness, swallow: bool) -> None:
     svc, runs = renaming_service(swallow)
-    h = await start([svc])
+    h = await start([svc], clock=FakeClock())
     inv = await h.send("/Renamer/go")
-    view = await h.wait_status(inv, "paused")
+    view = await h.advance_until(inv, lambda v: v["status"] == "paused")
     failure = view["last_failure"]
     assert failure["code"] == 570
     assert 'journal mismatch at index 0: recorded run "charge", replay attempted run "bill"' in failure["message"]
     # The journal is intact and the renamed step never ran; catching the error changes nothing.
     assert [i["entry"]["name"] for i in view["journal"]] == ["charge"]
     assert runs["bill"] == 0 and runs["charge"] == 1
-    await asyncio.sleep(0.05)
+    assert not h.apps.runtime.invoker.is_busy(inv), "no attempt in flight and no retry armed"
+    await h.advance(3600)
     assert runs["attempts"] == 2, "a paused invocation gets no more attempts"
     output = await h.ingress.get(f"/restate/invocation/{inv}/output")
     assert output.status_code == 470

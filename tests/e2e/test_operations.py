@@ -4,7 +4,6 @@ bulk actions, retention, metrics and JSON logs — and a cancel that survives SI
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -116,7 +115,9 @@ def test_kill_stops_at_once_and_takes_the_child_with_it(cluster: Cluster) -> Non
     # No handler code ran after the kill: the parent's journal ends at the call, and its step
     # after the call never started (the killed child did not resume it either).
     assert [t for t, _ in _steps(proxy.invocation(inv))] == ["run", "call"]
-    time.sleep(0.5)
+    # Nothing is left that could run it: no attempt in flight, and a completed invocation is never
+    # started again (the machine refuses a new attempt of it; tests/unit/machine).
+    assert proxy.stats()["running_attempts"] == 0
     assert cluster.ledger.start_counts(inv) == {0: 1}
 
 
@@ -145,7 +146,20 @@ def test_pause_resume_purge(cluster: Cluster) -> None:
     proxy.wait_status(inv, "suspended", timeout=10)
     status, body = _act(proxy, inv, "pause")
     assert status == 200 and body["status"] == "paused"
-    time.sleep(1.0)  # the timer fires while paused: the invocation must stay paused
+    # The timer fires while paused (its entry completes): the invocation must stay paused.
+    fired = poll(
+        lambda: next(
+            (
+                v
+                for v in [proxy.invocation(inv)]
+                if any(i["entry"]["type"] == "sleep" and i["entry"].get("completed") for i in v["journal"])
+            ),
+            None,
+        ),
+        timeout=10,
+        message="the paused invocation's timer to fire",
+    )
+    assert fired["status"] == "paused"
     assert proxy.invocation(inv)["status"] == "paused"
     assert _act(proxy, inv, "purge")[0] == 409  # not completed
     status, body = _act(proxy, inv, "resume", "?deployment=latest")

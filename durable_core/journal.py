@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import msgspec
 
@@ -21,7 +21,7 @@ from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, PayloadT
 from durable_core.keyed import admit, apply_state, object_hash, promise_key, read_promise, release, write_promise
 from durable_core.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
 from durable_core.lifecycle import start_attempt
-from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord, ServiceType, encode_record
+from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord, ServiceRecord, ServiceType, encode_record
 from durable_core.rows import put_record, read_entry, read_record
 from durable_core.txn import Txn
 from handlers_sdk.protocol import (
@@ -55,12 +55,30 @@ __all__ = [
     "finish",
     "new_seed",
     "new_token",
+    "resolve_in",
     "start_or_queue",
     "write_entries",
 ]
 
 #: Finds (deployment id, handler kind, service type) of service/handler; NotFound if unknown.
 Resolver = Callable[[str, str], tuple[str, HandlerKind, ServiceType]]
+
+
+def resolve_in(
+    services: Mapping[str, ServiceRecord], service: str, handler: str
+) -> tuple[str, HandlerKind, ServiceType]:
+    """A `Resolver` over a table of services: (deployment id, handler kind, service type).
+
+    Raises:
+        NotFound: no such service, or no such handler in it.
+    """
+    svc = services.get(service)
+    if svc is None:
+        raise NotFound(f"service '{service}' not found")
+    kind = svc.handlers.get(handler)
+    if kind is None:
+        raise NotFound(f"handler '{service}/{handler}' not found")
+    return svc.deployment_id, kind, svc.type
 
 
 def new_token() -> str:

@@ -14,7 +14,7 @@ from typing import Literal, TypeVar, get_args
 
 import msgspec
 
-from handlers_sdk.protocol import Failure
+from handlers_sdk.protocol import Failure, HandlerKind, ServiceType
 
 __all__ = [
     "ACTIONS",
@@ -38,10 +38,6 @@ Status = Literal["scheduled", "pending", "running", "suspended", "backing-off", 
 STATUSES: tuple[Status, ...] = get_args(Status)
 #: Statuses of invocations that have not completed (the ``active`` index holds them).
 ACTIVE_STATUSES: frozenset[Status] = frozenset(s for s in STATUSES if s != "completed")
-#: A handler's kind: empty for a plain service's handlers.
-HandlerKind = Literal["", "exclusive", "shared", "workflow"]
-#: What a service is.
-ServiceType = Literal["service", "object", "workflow"]
 #: What an operator can do to an invocation.
 Action = Literal["cancel", "kill", "pause", "resume", "purge"]
 #: Every action.

@@ -38,6 +38,7 @@ __all__ = [
     "Failure",
     "GetStateEntry",
     "HandlerInfo",
+    "HandlerKind",
     "InvokeRequest",
     "JournalExport",
     "JournalItem",
@@ -49,6 +50,7 @@ __all__ = [
     "RunEntry",
     "SendEntry",
     "ServiceInfo",
+    "ServiceType",
     "SetStateEntry",
     "SleepEntry",
     "StateKeysEntry",
@@ -336,20 +338,25 @@ class Errored(_Wire, tag="error", frozen=True, kw_only=True):
 Outcome = Completed | Failed | Suspended | Errored
 
 
+#: A handler's kind: ``exclusive`` (one at a time per key) or ``shared`` for objects; ``workflow``
+#: for a workflow's run handler (``shared`` for its others); empty for plain services.
+HandlerKind = Literal["exclusive", "shared", "workflow", ""]
+#: What a service is.
+ServiceType = Literal["service", "object", "workflow"]
+
+
 class HandlerInfo(_Wire, frozen=True, kw_only=True):
     """A handler as announced by discovery."""
 
     name: str
-    #: ``exclusive`` (one at a time per key) or ``shared`` for objects; ``workflow`` for a
-    #: workflow's run handler (``shared`` for its others); empty for plain services.
-    kind: Literal["exclusive", "shared", "workflow", ""] = ""
+    kind: HandlerKind = ""
 
 
 class ServiceInfo(_Wire, frozen=True, kw_only=True):
     """A service as announced by discovery."""
 
     name: str
-    type: Literal["service", "object", "workflow"] = "service"
+    type: ServiceType = "service"
     handlers: list[HandlerInfo] = []
 
 

@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal, get_type_hints
+from typing import Any, get_type_hints
 
-from handlers_sdk.protocol import HandlerInfo, ServiceInfo
+from handlers_sdk.protocol import HandlerInfo, HandlerKind, ServiceInfo, ServiceType
 
 __all__ = ["HandlerDef", "Service", "VirtualObject", "Workflow"]
 
 HandlerFn = Callable[..., Awaitable[Any]]
-HandlerKind = Literal["exclusive", "shared", "workflow", ""]
 
 
 class HandlerDef:
     """One registered handler: its function, name, kind and input type."""
 
-    def __init__(self, name: str, fn: HandlerFn, kind: HandlerKind, service_type: str = "service") -> None:
+    def __init__(self, name: str, fn: HandlerFn, kind: HandlerKind, service_type: ServiceType = "service") -> None:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"handler {name!r} must be an async function")
         params = list(inspect.signature(fn).parameters.values())
@@ -26,7 +25,7 @@ class HandlerDef:
         self.name = name
         self.fn = fn
         self.kind: HandlerKind = kind
-        self.service_type = service_type
+        self.service_type: ServiceType = service_type
         self.takes_input = len(params) == 2
         hints = get_type_hints(fn)
         self.input_type: Any = hints.get(params[1].name, Any) if self.takes_input else Any
@@ -48,7 +47,7 @@ class Service:
             return f"Hello {name}"
     """
 
-    type: Literal["service", "object", "workflow"] = "service"
+    type: ServiceType = "service"
 
     def __init__(self, name: str) -> None:
         if not name or "/" in name:

@@ -8,6 +8,7 @@ import logging
 import msgspec
 
 from durable_core.errors import BadRequest, NotFound, Unavailable
+from durable_core.journal import resolve_in
 from durable_core.machine import Machine
 from durable_core.records import DeploymentRecord, HandlerKind, ServiceRecord, ServiceType
 from durable_core.txn import Backend
@@ -52,13 +53,7 @@ class Registry:
 
         The machine's resolver: it runs in the writer thread too, so it only reads dicts.
         """
-        svc = self.services.get(service)
-        if svc is None:
-            raise NotFound(f"service '{service}' not found")
-        kind = svc.handlers.get(handler)
-        if kind is None:
-            raise NotFound(f"handler '{service}/{handler}' not found")
-        return svc.deployment_id, kind, svc.type
+        return resolve_in(self.services, service, handler)
 
     def service(self, name: str) -> ServiceRecord:
         """A registered service, or NotFound."""

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from durable_core.records import ACTIONS, STATUSES
 from proxy.tools.render import age_of, format_table, info_line, render_invocation, shorten, timestamp
 
 __all__ = [
@@ -49,9 +50,9 @@ EXIT_OK = 0
 EXIT_API = 1
 EXIT_USAGE = 2
 #: Statuses of invocations that are not completed (what ``ls`` shows by default).
-ACTIVE_STATUSES = ("scheduled", "pending", "running", "suspended", "backing-off", "paused")
-_ALL_STATUSES = (*ACTIVE_STATUSES, "completed")
-_ACTIONS = ("cancel", "kill", "pause", "resume", "purge")
+ACTIVE_STATUSES = tuple(s for s in STATUSES if s != "completed")
+_ALL_STATUSES = STATUSES
+_ACTIONS = ACTIONS
 _PAST = {"cancel": "cancelled", "kill": "killed", "pause": "paused", "resume": "resumed", "purge": "purged"}
 
 

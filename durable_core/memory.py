@@ -4,6 +4,13 @@ For the state machine's unit tests and the toolkit's `LocalRuntime`: nothing sur
 process. Committed rows live in one sorted list of keys plus a dict per database; a write
 transaction keeps its changes in an overlay (value, or None for "deleted") merged on commit, so
 an aborted transaction leaves nothing behind and a read transaction never sees uncommitted rows.
+
+A read transaction is a snapshot, as in LMDB: it holds the tables as they were when it began,
+and a commit made while any reader is open writes copies of the tables it changes instead of
+changing them in place (copy-on-write), so the reader neither sees the commit nor breaks in the
+middle of a scan. With no reader open, commits change the tables in place.
+
+Keys are checked as LMDB checks them: non-empty and at most `MAX_KEY_BYTES` long.
 """
 
 from __future__ import annotations
@@ -14,9 +21,12 @@ from contextlib import contextmanager
 
 from durable_core.txn import DBS
 
-__all__ = ["MemoryStore", "MemoryTxn"]
+__all__ = ["MAX_KEY_BYTES", "MemoryStore", "MemoryTxn"]
 
 _TOMBSTONE = None
+#: LMDB's default key size limit (``Environment.max_key_size()``), enforced here as well so a
+#: rule that builds a longer key fails in the unit tests, not first in the proxy.
+MAX_KEY_BYTES = 511
 
 
 class _Table:
@@ -27,6 +37,13 @@ class _Table:
     def __init__(self) -> None:
         self.rows: dict[bytes, bytes] = {}
         self.keys: list[bytes] = []
+
+    def copy(self) -> _Table:
+        """A table with the same rows, sharing nothing mutable with this one."""
+        twin = _Table()
+        twin.rows = dict(self.rows)
+        twin.keys = list(self.keys)
+        return twin
 
     def put(self, key: bytes, value: bytes) -> None:
         if key not in self.rows:
@@ -133,6 +150,8 @@ class MemoryTxn(_View):
             raise TypeError("keys and values are bytes")
         if not key:
             raise ValueError("an empty key is not allowed")
+        if len(key) > MAX_KEY_BYTES:
+            raise ValueError(f"a key is at most {MAX_KEY_BYTES} bytes (got {len(key)})")
         self._own.setdefault(db, {})[key] = value
 
     def delete(self, db: str, key: bytes) -> None:
@@ -164,6 +183,9 @@ class MemoryTxn(_View):
             return
         for db, changes in self._own.items():
             table = self._tables[db]
+            if self._store._readers:
+                # An open reader holds this table: leave it as it is (see the module docstring).
+                table = self._tables[db] = table.copy()
             for key, value in changes.items():
                 if value is None:
                     table.delete(key)
@@ -187,13 +209,20 @@ class MemoryStore:
     def __init__(self) -> None:
         self._tables = {name: _Table() for name in DBS}
         self._writing = False
+        #: Read transactions open now (commits copy the tables they change while any is).
+        self._readers = 0
         #: Committed write transactions.
         self.commits = 0
 
     @contextmanager
     def read(self) -> Iterator[_View]:
-        """A read transaction over what is committed."""
-        yield _View(self._tables, [])
+        """A read transaction: a snapshot of what is committed when it begins."""
+        self._readers += 1
+        try:
+            # Its own dict of tables: a later commit replaces entries of the store's dict only.
+            yield _View(dict(self._tables), [])
+        finally:
+            self._readers -= 1
 
     def begin(self) -> MemoryTxn:
         """Begin the write transaction (one at a time, as LMDB)."""

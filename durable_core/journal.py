@@ -51,6 +51,7 @@ from handlers_sdk.replay import header
 __all__ = [
     "Resolver",
     "complete_entry",
+    "complete_promise",
     "create_invocation",
     "finish",
     "new_seed",
@@ -145,7 +146,7 @@ def start_or_queue(txn: Txn, record: InvocationRecord, now: int, effects: Effect
 
 def _child(
     txn: Txn, parent: InvocationRecord, entry: CallEntry | SendEntry, index: int, resolve: Resolver, now: int,
-    effects: Effects,
+    effects: Effects, seed: Callable[[], int],
 ) -> Failure | None:  # fmt: skip
     """Create the child invocation of a call or send entry; a Failure if its target is unknown."""
     if entry.invocation_id != child_invocation_id(parent.id, index):
@@ -175,7 +176,7 @@ def _child(
         created_ms=now,
         modified_ms=now,
         deployment_id=deployment,
-        random_seed=new_seed(),
+        random_seed=seed(),
         parent_id=parent.id if is_call else "",
         parent_index=index if is_call else 0,
         kind=kind,
@@ -207,11 +208,13 @@ def write_entries(
     resolve: Resolver,
     now: int,
     effects: Effects,
+    seed: Callable[[], int] = new_seed,
 ) -> InvocationRecord:
     """Journal new entries of `record` and apply their effects. Returns the (maybe updated) record.
 
     An identical re-send of an entry (same operation at the same index) is accepted, so a lost
-    ack response can be retried; another operation at a taken index is fenced.
+    ack response can be retried; another operation at a taken index is fenced. `seed` gives the
+    random seed of each child invocation a call or send creates.
     """
     for item in items:
         index, entry = item.index, item.entry
@@ -230,16 +233,18 @@ def write_entries(
             effects.arm(entry.wake_at_ms)
         elif isinstance(entry, CallEntry):
             entry = msgspec.structs.replace(entry, completed=False, value=NULL, failure=None, seq=0)
-            failure = _child(txn, record, entry, index, resolve, now, effects)
+            failure = _child(txn, record, entry, index, resolve, now, effects, seed)
             if failure is not None:
                 # An unknown callee fails the call at once, as a terminal error in the caller.
                 seq = record.completion_seq + 1
                 record = msgspec.structs.replace(record, completion_seq=seq)
                 entry = msgspec.structs.replace(entry, completed=True, failure=failure, seq=seq)
         elif isinstance(entry, SendEntry):
-            failure = _child(txn, record, entry, index, resolve, now, effects)
+            failure = _child(txn, record, entry, index, resolve, now, effects, seed)
             if failure is not None:
-                raise NotFound(f"send to {entry.service}/{entry.handler}: {failure.message}")
+                # As the same call would get it: 400 for a keyed target without a key, else 404.
+                refusal = BadRequest if failure.code == 400 else NotFound
+                raise refusal(f"send to {entry.service}/{entry.handler}: {failure.message}")
         elif isinstance(entry, AwakeableEntry):
             if entry.id != awakeable_id(record.id, index):
                 raise BadRequest(f"entry {index}: awakeable id must be awakeable_id(invocation, index)")
@@ -285,26 +290,48 @@ def _promise_entry(
         raw = msgspec.Raw(promise.value) if found and promise and promise.value is not None else NULL
         failure = promise.failure if found and promise else None
         return msgspec.structs.replace(entry, completed=True, seq=seq, found=found, value=raw, failure=failure), record
-    if promise is not None and promise.completed:
-        failure = Failure(code=409, message=f"promise '{entry.name}' is already completed")
-        return msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=failure), record
     value = bytes(entry.resolution) if entry.rejection is None else None
-    resolved = PromiseRecord(name=entry.name, completed=True, value=value, failure=entry.rejection)
-    write_promise(txn, record.service, record.key, resolved)
-    resolved_entry = msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=None)
     # Waiters may include this very invocation: store it first and read it back afterwards.
     put_record(txn, record)
-    prefix = promise_key(record.service, record.key, entry.name)
+    if not complete_promise(
+        txn, record.service, record.key, entry.name, now=now, effects=effects, value=value, failure=entry.rejection
+    ):
+        failure = Failure(code=409, message=f"promise '{entry.name}' is already completed")
+        return msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=failure), record
+    updated = read_record(txn, record.id)
+    assert updated is not None
+    return msgspec.structs.replace(entry, completed=True, seq=seq, value=NULL, failure=None), updated
+
+
+def complete_promise(
+    txn: Txn,
+    service: str,
+    key: str,
+    name: str,
+    *,
+    now: int,
+    effects: Effects,
+    value: bytes | None = None,
+    failure: Failure | None = None,
+) -> bool:
+    """Resolve (`value`, JSON) or reject (`failure`) the durable promise `name` of a workflow key
+    and complete every entry waiting on it (a suspended waiter's next attempt is queued in
+    `effects`). A promise completes once: returns False, changing nothing, if it already has.
+    """
+    promise = read_promise(txn, service, key, name)
+    if promise is not None and promise.completed:
+        return False
+    value = value if failure is None else None
+    write_promise(txn, service, key, PromiseRecord(name=name, completed=True, value=value, failure=failure))
+    prefix = promise_key(service, key, name)
     for waiter, _ in list(txn.items_with_prefix("promise_waiters", prefix)):
         txn.delete("promise_waiters", waiter)
         waiter_id, waiter_index = waiter[len(prefix) : -5].decode("ascii"), int.from_bytes(waiter[-4:], "big")
         try:
-            complete_entry(txn, waiter_id, waiter_index, now=now, effects=effects, value=value, failure=entry.rejection)
+            complete_entry(txn, waiter_id, waiter_index, now=now, effects=effects, value=value, failure=failure)
         except (NotFound, Conflict):
             continue
-    updated = read_record(txn, record.id)
-    assert updated is not None
-    return resolved_entry, updated
+    return True
 
 
 def complete_entry(

@@ -29,6 +29,7 @@ __all__ = [
     "object_hash",
     "promise_key",
     "read_promise",
+    "read_promises",
     "read_state",
     "release",
     "replace_state",
@@ -144,6 +145,11 @@ def read_promise(txn: ReadTxn, service: str, key: str, name: str) -> PromiseReco
     """A durable promise, or None if nobody has resolved or rejected it yet."""
     data = txn.get("promises", promise_key(service, key, name))
     return None if data is None else _promise.decode(data)
+
+
+def read_promises(txn: ReadTxn, service: str, key: str) -> list[PromiseRecord]:
+    """Every durable promise of a workflow key that has been resolved or rejected."""
+    return [_promise.decode(value) for _, value in txn.items_with_prefix("promises", object_hash(service, key))]
 
 
 def write_promise(txn: Txn, service: str, key: str, promise: PromiseRecord) -> None:

@@ -12,23 +12,39 @@ record's transitions); this module sequences them per use case.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
 
 from durable_core import control
 from durable_core.effects import Effects
-from durable_core.errors import BadRequest, Fenced, NotFound, PayloadTooLarge, ProxyError
-from durable_core.journal import Resolver, complete_entry, create_invocation, finish, start_or_queue
+from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge, ProxyError
+from durable_core.journal import (
+    Resolver,
+    complete_entry,
+    complete_promise,
+    create_invocation,
+    finish,
+    new_seed,
+    start_or_queue,
+)
 from durable_core.journal import write_entries as _write_entries
-from durable_core.keyed import object_hash, read_state, replace_state
-from durable_core.keys import START_INDEX, idempotency_key, split_expiry_key, split_timer_key
+from durable_core.keyed import object_hash, read_promises, read_state, replace_state
+from durable_core.keys import (
+    START_INDEX,
+    idempotency_key,
+    journal_key,
+    split_expiry_key,
+    split_timer_key,
+    timer_key,
+)
 from durable_core.lifecycle import check_current, complete, fail_attempt, pause, start_attempt, suspend
 from durable_core.records import (
     Action,
     DeploymentRecord,
     InvocationRecord,
+    PromiseRecord,
     ServiceRecord,
     Status,
     decode_record,
@@ -48,6 +64,7 @@ from handlers_sdk.protocol import (
     JournalItem,
     Outcome,
     RunEntry,
+    SleepEntry,
     Suspended,
     encode,
     parse_awakeable_id,
@@ -90,11 +107,14 @@ class Machine:
         limits: journal and entry limits, retention and the retry policy.
         resolve: finds (deployment id, handler kind, service type) of a service's handler, or
             raises NotFound. Called inside write transactions: it must only read memory.
+        seed: the random seed (``ctx.random()``) of each child invocation a call or send creates;
+            random by default (the toolkit fixes it, so that its runs repeat).
     """
 
-    def __init__(self, limits: Limits, resolve: Resolver) -> None:
+    def __init__(self, limits: Limits, resolve: Resolver, seed: Callable[[], int] = new_seed) -> None:
         self.limits = limits
         self.resolve = resolve
+        self.seed = seed
 
     # -- invocations from outside -----------------------------------------------------------------
 
@@ -117,6 +137,7 @@ class Machine:
             The stored record, True if this call created it, and the effects.
         """
         effects = Effects()
+        idem_row = None
         if record.idempotency_key is not None:
             idem_row = idempotency_key(record.service, record.handler, record.key, record.idempotency_key)
             existing_id = txn.get("idempotency", idem_row)
@@ -125,9 +146,9 @@ class Machine:
                 # An expired key is free again (the sweeper may not have run yet).
                 if existing is not None and not (existing.is_completed and existing.expires_ms <= now):
                     return existing, False, effects
-            txn.put("idempotency", idem_row, record.id.encode("ascii"))
         if record.kind == "workflow":
-            # A workflow runs once per key: a second submission gets the first run.
+            # A workflow runs once per key: a second submission gets the first run (and leaves
+            # no index row behind: nothing was created).
             workflow_row = object_hash(record.service, record.key)
             existing_id = txn.get("workflows", workflow_row)
             if existing_id is not None:
@@ -135,6 +156,8 @@ class Machine:
                 if existing is not None:
                     return existing, False, effects
             txn.put("workflows", workflow_row, record.id.encode("ascii"))
+        if idem_row is not None:
+            txn.put("idempotency", idem_row, record.id.encode("ascii"))
         start_at = now + delay_ms if delay_ms > 0 else 0
         return create_invocation(txn, record, body, effects, start_at_ms=start_at), True, effects
 
@@ -194,6 +217,84 @@ class Machine:
             )  # fmt: skip
         except (NotFound, BadRequest):
             raise NotFound(f"awakeable '{awakeable}' not found") from None
+        return effects
+
+    def complete_promise(
+        self,
+        txn: Txn,
+        workflow: str,
+        key: str,
+        name: str,
+        *,
+        now: int,
+        value: bytes | None = None,
+        failure: Failure | None = None,
+    ) -> Effects:
+        """Resolve (`value`, JSON) or reject (`failure`) a workflow's durable promise from outside
+        and wake its waiters, by the rule a handler's ``promise(name).resolve()`` follows.
+
+        Raises:
+            Conflict: the promise is already completed.
+        """
+        effects = Effects()
+        if not complete_promise(txn, workflow, key, name, now=now, effects=effects, value=value, failure=failure):
+            raise Conflict(f"promise '{name}' of {workflow}/{key} is already completed")
+        return effects
+
+    def complete_entry(
+        self,
+        txn: Txn,
+        invocation_id: str,
+        index: int,
+        *,
+        now: int,
+        value: bytes | None = None,
+        failure: Failure | None = None,
+    ) -> Effects:
+        """Complete a waited-on entry (sleep, call, awakeable or promise get) in place of what
+        would complete it (a timer, a callee, a resolver, a promise): the toolkit's completers.
+
+        The completion is the one those paths make (a suspended invocation waiting on it starts
+        its next attempt); a sleep's timer is deleted with it, so it never fires afterwards.
+
+        Raises:
+            NotFound: no such entry. Conflict: it or its invocation is completed already.
+            BadRequest: the entry is not one that waits for a completion.
+        """
+        effects = Effects()
+        entry = read_entry(txn, invocation_id, index)
+        complete_entry(txn, invocation_id, index, now=now, effects=effects, value=value, failure=failure)
+        if isinstance(entry, SleepEntry):
+            txn.delete("timers", timer_key(entry.wake_at_ms, invocation_id, index))
+        return effects
+
+    def import_journal(self, txn: Txn, invocation_id: str, items: Iterable[JournalItem], *, now: int) -> Effects:
+        """Start the empty journal of an invocation from `items` (an earlier run's, e.g. exported
+        from the proxy), as if its attempts had journaled them.
+
+        Entries with nothing left to happen (steps, state operations, sends, completed waits) are
+        stored as they are: their effects belong to the run that made them, and the invocation's
+        completion sequence goes on after theirs. A wait not completed yet is journaled as an ack
+        journals it (a sleep arms its timer, a call starts its callee, a promise get waits).
+
+        Raises:
+            NotFound: unknown invocation.
+            PayloadTooLarge: a wait's index is beyond the journal limit.
+        """
+        record = self.get(txn, invocation_id)
+        seq = record.completion_seq
+        waiting: list[JournalItem] = []
+        for item in sorted(items, key=lambda i: i.index):
+            entry = item.entry
+            if isinstance(entry, COMPLETABLE) and not entry.completed:
+                waiting.append(item)
+                continue
+            if isinstance(entry, COMPLETABLE):
+                seq = max(seq, entry.seq)
+            txn.put("journal", journal_key(invocation_id, item.index), encode(item))
+        effects = Effects()
+        record = msgspec.structs.replace(record, completion_seq=seq)
+        put_record(txn, self._write_entries(txn, record, waiting, now, effects))
         return effects
 
     def act(
@@ -305,10 +406,12 @@ class Machine:
             current = self._write_entries(child, current, entries, now, effects)
         except ProxyError as exc:
             child.abort()
-            if isinstance(exc, Fenced) or exc.status >= 500:
+            if exc.status >= 500:
                 raise
             # The outcome's entries were refused: the attempt failed, and counts towards pausing
-            # like any other failure.
+            # like any other failure. That includes a Fenced here: the attempt is current (checked
+            # above), so it is its outcome that rewrites a taken journal index, not a stale attempt;
+            # dropping it as stale would leave the invocation running with nothing in flight.
             effects = Effects()
             result = AttemptFailure(Failure(code=exc.status, message=f"outcome refused: {exc.message}"))
         else:
@@ -354,6 +457,7 @@ class Machine:
             resolve=self.resolve,
             now=now,
             effects=effects,
+            seed=self.seed,
         )
 
     # -- timers and retention -------------------------------------------------------------------
@@ -448,6 +552,10 @@ class Machine:
     def state(self, txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
         """The state of an object or workflow key: name -> JSON value."""
         return read_state(txn, service, key)
+
+    def promises(self, txn: ReadTxn, workflow: str, key: str) -> list[PromiseRecord]:
+        """The durable promises of a workflow key that have been resolved or rejected."""
+        return read_promises(txn, workflow, key)
 
     def workflow_run(self, txn: ReadTxn, workflow: str, key: str) -> str | None:
         """The invocation id of a workflow key's run, if it has one."""

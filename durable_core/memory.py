@@ -103,6 +103,25 @@ class _View:
                 return
             yield key, value
 
+    def items_before(self, db: str, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs in descending key order from the last key < `end` (None: from the
+        last key)."""
+        table = self._table(db)
+        position = len(table.keys) if end is None else bisect.bisect_left(table.keys, end)
+        changed: set[bytes] = set()
+        for overlay in self._overlays:
+            changed.update(k for k in overlay.get(db, {}) if end is None or k < end)
+        if not changed:
+            for index in range(position - 1, -1, -1):
+                key = table.keys[index]
+                yield key, table.rows[key]
+            return
+        keys = sorted(changed.union(table.keys[:position]), reverse=True)
+        for key in keys:
+            value = self.get(db, key)
+            if value is not None:
+                yield key, value
+
     def count(self, db: str) -> int:
         """Rows in `db` as this transaction sees them."""
         table = self._table(db)

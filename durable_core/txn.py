@@ -4,7 +4,8 @@ Every durable rule is written against these protocols, never against a driver. A
 (LMDB in the proxy, `durable_core.memory` in tests and the toolkit, PostgreSQL next) offers:
 
 * named databases (`DBS`), each an ordered map of ``bytes -> bytes`` compared bytewise;
-* read transactions (`ReadTxn`): point reads and ordered scans from a key or by prefix;
+* read transactions (`ReadTxn`): point reads, ordered scans from a key or by prefix, and a
+  reverse scan down from a key (newest-first listings);
 * write transactions (`Txn`): the same reads, seeing the transaction's own writes, plus
   puts and deletes; `Txn.child` opens a nested transaction so a group-committing writer can
   discard one request's writes while the rest of its batch commits;
@@ -55,6 +56,11 @@ class ReadTxn(Protocol):
 
     def items_with_prefix(self, db: str, prefix: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with `prefix`, in key order."""
+        ...
+
+    def items_before(self, db: str, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs in descending key order, from the last key < `end` (from the very
+        last key when `end` is None) down to the first one."""
         ...
 
     def count(self, db: str) -> int:

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import traceback
+from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, Literal
 
 import httpx
 import msgspec
 
 from handlers_sdk.ack import AckClient, AckRejected
+from handlers_sdk.clock import Clock, SystemClock
+from handlers_sdk.context import context_for
 from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 from handlers_sdk.protocol import (
     AppendRequest,
@@ -43,13 +47,30 @@ class Attempt:
     handler never cancels an ack half-way); `flush` waits for all of them before the attempt
     reports its outcome. In suspend mode new entries are collected in `pending` and travel in
     the response.
+
+    Args:
+        request: what the proxy sent.
+        mode: ``"ack"`` or ``"suspend"``.
+        ack: posts new entries to the proxy (ack mode).
+        clock: the time the handler's deterministic helpers read (timers' deadlines, ``ctx.time()``,
+            step timestamps); the system clock by default.
+        on_allocate: observer of journal index allocation (see `Replay`).
     """
 
-    def __init__(self, request: InvokeRequest, mode: str, ack: AckClient) -> None:
+    def __init__(
+        self,
+        request: InvokeRequest,
+        mode: str,
+        ack: AckClient,
+        *,
+        clock: Clock | None = None,
+        on_allocate: Callable[[int], None] | None = None,
+    ) -> None:
         self.request = request
         # Without a callback URL there is nobody to ack to: suspend after each new step.
         self.mode = mode if request.callback_url else "suspend"
-        self.replay = Replay(request.journal)
+        self.clock: Clock = clock or SystemClock()
+        self.replay = Replay(request.journal, on_allocate)
         self.pending: list[JournalItem] = []
         self.waiting: set[int] = set()
         #: The object's state as this attempt sees it: the eager snapshot plus its own writes.
@@ -254,7 +275,8 @@ def _errored(exc: BaseException, entries: list[JournalItem]) -> Errored:
     stack = "".join(traceback.format_exception(exc))
     retry_after: int | None = None
     if isinstance(exc, RetryableError) and exc.retry_after is not None:
-        retry_after = int(exc.retry_after.total_seconds() * 1000)
+        # Integer arithmetic: through float seconds, 1001 ms would come out as 1000.
+        retry_after = exc.retry_after // timedelta(milliseconds=1)
     return Errored(
         message=f"{type(exc).__name__}: {exc}",
         stacktrace=stack,
@@ -290,11 +312,21 @@ def _finished(task: asyncio.Future[Any], entries: list[JournalItem]) -> Outcome:
     return _errored(exc, entries)
 
 
-async def run_attempt(handler: HandlerDef, request: InvokeRequest, mode: str, ack: AckClient) -> Outcome:
-    """Run `handler` for one attempt and describe how it ended."""
-    from handlers_sdk.context import context_for  # the context module imports this one
+async def run_attempt(
+    handler: HandlerDef,
+    request: InvokeRequest,
+    mode: str,
+    ack: AckClient,
+    *,
+    clock: Clock | None = None,
+    on_allocate: Callable[[int], None] | None = None,
+) -> Outcome:
+    """Run `handler` for one attempt and describe how it ended.
 
-    attempt = Attempt(request, mode, ack)
+    `clock` and `on_allocate` are as for `Attempt` (the toolkit passes its fake clock and its step
+    recorder; a handler service keeps the defaults).
+    """
+    attempt = Attempt(request, mode, ack, clock=clock, on_allocate=on_allocate)
     arg: Any = None
     if handler.takes_input:
         try:

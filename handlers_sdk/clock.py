@@ -131,24 +131,32 @@ class FakeClock:
         return None if not self._timers else max(0.0, self._timers[0][0] - self._mono)
 
     def advance(self, seconds: float) -> None:
-        """Move both clocks forward by `seconds`, running the callbacks that fall due, in order."""
-        target = self._mono + max(0.0, seconds)
+        """Move both clocks forward by `seconds`, running the callbacks that fall due, in order.
+
+        The wall clock moves by whole milliseconds (`seconds` rounded to the nearest one).
+        """
+        self._advance_ms(round(max(0.0, seconds) * 1000), max(0.0, seconds))
+
+    def advance_to(self, now_ms: int) -> None:
+        """Move the wall clock forward to exactly `now_ms` (never backwards), the monotonic one with it."""
+        if now_ms > self._now_ms:
+            delta_ms = now_ms - self._now_ms
+            self._advance_ms(delta_ms, delta_ms / 1000)
+
+    def _advance_ms(self, delta_ms: int, seconds: float) -> None:
         start_ms, start_mono = self._now_ms, self._mono
+        target = start_mono + seconds
         while self._timers and self._timers[0][0] <= target:
             due, _, timer = heapq.heappop(self._timers)
             if timer.cancelled:
                 continue
             self._mono = max(self._mono, due)
-            self._now_ms = start_ms + int((self._mono - start_mono) * 1000)
+            # Never past the end of this move, whatever the float rounding of `due` says.
+            self._now_ms = min(start_ms + delta_ms, start_ms + round((self._mono - start_mono) * 1000))
             timer.cancelled = True
             timer.callback()
         self._mono = target
-        self._now_ms = start_ms + max(0, int((target - start_mono) * 1000))
-
-    def advance_to(self, now_ms: int) -> None:
-        """Move the wall clock forward to `now_ms` (never backwards), the monotonic one with it."""
-        if now_ms > self._now_ms:
-            self.advance((now_ms - self._now_ms) / 1000)
+        self._now_ms = start_ms + delta_ms
 
     def jump(self, seconds: float) -> None:
         """Step the wall clock alone (forward or back), as an NTP correction does; timeouts on

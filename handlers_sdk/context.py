@@ -6,7 +6,6 @@ import asyncio
 import inspect
 import random
 import sys
-import time
 import uuid
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
 
 import msgspec
 
+from handlers_sdk.clock import Clock
 from handlers_sdk.errors import JournalMismatchError, TerminalError
 from handlers_sdk.futures import DurableFuture
 from handlers_sdk.protocol import (
@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+_MILLISECOND = timedelta(milliseconds=1)
 
 
 @dataclass(frozen=True)
@@ -137,16 +138,23 @@ def _caller_source() -> str:
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
 
 
-def _wall_ms() -> int:
-    return time.time_ns() // 1_000_000
+def _ms(duration: timedelta) -> int:
+    """Whole milliseconds of `duration`, exactly (through float seconds, 1001 ms would be 1000)."""
+    return duration // _MILLISECOND
 
 
-def _wall_seconds() -> float:
-    return time.time()
+async def _seconds(clock: Clock) -> float:
+    """The step body of ``ctx.time()``: the attempt's clock in seconds."""
+    return clock.now_ms() / 1000
 
 
 class Context:
-    """Passed to every handler: durable steps, timers, calls, awakeables, replay-safe helpers."""
+    """Passed to every handler: durable steps, timers, calls, awakeables, replay-safe helpers.
+
+    Time comes from the attempt's clock (`Attempt.clock`: the system clock in a handler service,
+    the fake one under the toolkit's `LocalRuntime`): timers' deadlines, ``ctx.time()`` and the
+    timestamps of steps.
+    """
 
     def __init__(self, attempt: Attempt) -> None:
         self._attempt = attempt
@@ -201,7 +209,7 @@ class Context:
             await attempt.barrier()
             attempt.step_started()
             try:
-                entry = await step.execute()
+                entry = await step.execute(attempt.clock)
             finally:
                 attempt.step_finished()
             recorded = await attempt.commit(index, entry)
@@ -233,15 +241,15 @@ class Context:
         return index
 
     async def time(self) -> float:
-        """The wall clock in seconds, journaled: the same value on every replay."""
-        value: float = await self.run("ctx.time", _wall_seconds)
+        """The wall clock in seconds (millisecond resolution), journaled: the same value on every replay."""
+        value: float = await self.run("ctx.time", _seconds, self._attempt.clock)
         return value
 
     def sleep(self, duration: timedelta, name: str = "") -> DurableFuture[None]:
         """A durable timer: ``await ctx.sleep(timedelta(days=3))`` suspends the handler (it holds
         no request, task or memory) and the proxy re-invokes it when the time has come, also
         across restarts. Can be combined with `select` as a timeout."""
-        wake_at = _wall_ms() + max(0, int(duration.total_seconds() * 1000))
+        wake_at = self._attempt.clock.now_ms() + max(0, _ms(duration))
         index = self._journal(SleepEntry(name=name, wake_at_ms=wake_at))
         return DurableFuture(self._attempt, index)
 
@@ -274,7 +282,7 @@ class Context:
         like a timer)."""
         index = self._attempt.replay.next_index
         child = child_invocation_id(self.invocation_id, index)
-        delay_ms = int(send_delay.total_seconds() * 1000) if send_delay else 0
+        delay_ms = _ms(send_delay) if send_delay else 0
         attempted = SendEntry(
             service=service,
             handler=handler,
@@ -470,13 +478,13 @@ class _Step:
     options: RunOptions | None
     source: str
 
-    async def execute(self) -> RunEntry:
+    async def execute(self, clock: Clock) -> RunEntry:
         """Run the body with its retry policy and turn the result into a journal entry, stamped
-        with when the step started and how long it took (shown by the admin UI's timeline)."""
-        started_ms = _wall_ms()
-        began = time.monotonic()
+        with when the step started and how long it took on `clock` (the admin UI's timeline)."""
+        started_ms = clock.now_ms()
+        began = clock.monotonic()
         entry = await self._execute_untimed()
-        duration_ms = int((time.monotonic() - began) * 1000)
+        duration_ms = int((clock.monotonic() - began) * 1000)
         return msgspec.structs.replace(entry, started_ms=started_ms, duration_ms=duration_ms)
 
     def _failed(self, code: int, message: str) -> RunEntry:

@@ -7,6 +7,7 @@ re-invokes the handler once it is completed. Replaying the journal then finds it
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Generator
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -77,8 +78,6 @@ async def gather(*futures: DurableFuture[Any] | Awaitable[Any]) -> list[Any]:
     for all of them instead of once per future. Other awaitables (``ctx.run`` calls) are awaited
     first, concurrently.
     """
-    import asyncio
-
     plain = [f for f in futures if not isinstance(f, DurableFuture)]
     plain_results = iter(await asyncio.gather(*plain)) if plain else iter(())
     durable = [f for f in futures if isinstance(f, DurableFuture)]

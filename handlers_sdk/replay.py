@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from handlers_sdk.errors import JournalMismatchError
 from handlers_sdk.protocol import (
@@ -80,11 +80,17 @@ class Replay:
     by ``asyncio.gather`` always get the same indexes on replay. The recorded journal may have
     gaps (a later step of a gather was acknowledged before an earlier one); a gap is simply an
     operation that has not completed yet and runs again.
+
+    Args:
+        journal: the recorded journal.
+        on_allocate: an observer called with every index handed out, synchronously, in the task
+            that asked for it (the toolkit ties each step body to its journal index this way).
     """
 
-    def __init__(self, journal: Iterable[JournalItem]) -> None:
+    def __init__(self, journal: Iterable[JournalItem], on_allocate: Callable[[int], None] | None = None) -> None:
         self._recorded: dict[int, Entry] = {item.index: item.entry for item in journal}
         self._next = 0
+        self._on_allocate = on_allocate
 
     @property
     def next_index(self) -> int:
@@ -100,6 +106,8 @@ class Replay:
         """Hand out the next journal index."""
         index = self._next
         self._next += 1
+        if self._on_allocate is not None:
+            self._on_allocate(index)
         return index
 
     def match(self, index: int, attempted: Entry) -> Entry | None:

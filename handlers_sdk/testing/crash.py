@@ -30,7 +30,8 @@ import msgspec
 from handlers_sdk.protocol import Completed, Errored, Failed, RunEntry
 from handlers_sdk.replay import describe
 from handlers_sdk.service import Service
-from handlers_sdk.testing.runtime import Invocation, LocalRuntime, Mode
+from handlers_sdk.testing.invocation import Invocation
+from handlers_sdk.testing.runtime import LocalRuntime, Mode
 from handlers_sdk.testing.steps import StepCall
 
 __all__ = [

@@ -1,47 +1,43 @@
-"""What the `LocalRuntime` keeps per invocation, its fake clock, and the errors its results raise."""
+"""What a test sees of one invocation run by the `LocalRuntime`, and the errors its result raises.
+
+An `Invocation` is a view: its status, journal and outcome are read from the runtime's store
+(what the proxy would have in LMDB) each time they are asked for. What it holds itself is what
+the runtime observed of its attempts: how many ran, the step calls and bodies of each, the order
+in which its entries were committed, and the injected crash.
+"""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+import msgspec
+
+from durable_core.machine import Machine
+from durable_core.memory import MemoryStore
+from durable_core.records import InvocationRecord, Status
+from durable_core.rows import read_entry
 from handlers_sdk.errors import JournalMismatchError, TerminalError
-from handlers_sdk.protocol import Completed, Entry, Errored, Failed, JournalItem, Outcome
+from handlers_sdk.protocol import (
+    Completed,
+    Entry,
+    Errored,
+    Failed,
+    Failure,
+    JournalItem,
+    Outcome,
+    Suspended,
+    decode_item,
+)
 from handlers_sdk.replay import describe
 from handlers_sdk.serde import from_json
 from handlers_sdk.testing.steps import StepCall, StepExecution, StepRecorder
 
 __all__ = [
     "AttemptFailedError",
-    "Completion",
-    "FakeClock",
     "Invocation",
     "InvocationPausedError",
     "InvocationSuspendedError",
-    "Status",
 ]
-
-Status = Literal["running", "completed", "paused", "suspended", "pending"]
-
-
-class FakeClock:
-    """The runtime's wall clock in milliseconds; it only moves when a timer or a retry needs it."""
-
-    def __init__(self, now_ms: int | None = None) -> None:
-        self._now_ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-
-    def now_ms(self) -> int:
-        """The fake wall clock."""
-        return self._now_ms
-
-    def advance(self, seconds: float) -> None:
-        """Move the clock forward by `seconds`."""
-        self._now_ms += max(0, int(seconds * 1000))
-
-    def advance_to(self, now_ms: int) -> None:
-        """Move the clock forward to `now_ms` (never backwards)."""
-        self._now_ms = max(self._now_ms, now_ms)
 
 
 class InvocationPausedError(Exception):
@@ -54,21 +50,22 @@ class InvocationPausedError(Exception):
 
 
 class InvocationSuspendedError(Exception):
-    """The invocation waits on entries that no completer can complete (e.g. an unresolved awakeable),
-    or for its key, held by an invocation that has not completed (status ``"pending"``)."""
+    """The invocation waits on entries that nothing completes (e.g. an unresolved awakeable), or for
+    its key, held by an invocation that has not completed (status ``"pending"``)."""
 
     def __init__(self, invocation: Invocation) -> None:
-        waits = ", ".join(
-            f"{i}: {describe(invocation.journal[i])}" if i in invocation.journal else str(i)
-            for i in invocation.waiting_on
-        )
-        if invocation.status == "pending":
+        status = invocation.status
+        if status == "pending":
             message = (
                 f"invocation {invocation.id} is pending: {invocation.service} key {invocation.key!r} is held by "
                 "an invocation that has not completed"
             )
-        else:
+        elif status == "suspended":
+            journal = invocation.journal
+            waits = ", ".join(f"{i}: {describe(journal[i])}" if i in journal else str(i) for i in invocation.waiting_on)
             message = f"invocation {invocation.id} is suspended, waiting on [{waits}]"
+        else:
+            message = f"invocation {invocation.id} is {status}: await rt.resume(inv) to run what is ready"
         super().__init__(message)
         self.invocation = invocation
 
@@ -77,57 +74,65 @@ class AttemptFailedError(Exception):
     """The runtime itself cannot go on (too many attempts, an entry index reused with other content)."""
 
 
-@dataclass(frozen=True)
-class Completion:
-    """What a completer decided: the completed entry, and when (fake clock) it completes.
+class Invocation:
+    """One invocation of a `LocalRuntime`: a view of its stored record and journal, plus what the
+    runtime observed of its attempts (see the module docstring).
 
-    The runtime fills in the entry's ``seq`` (completion order) if it has one.
+    Args:
+        store: the runtime's store.
+        machine: the runtime's machine (its reads).
+        invocation_id: the invocation (created already).
+        crash_at: crash injection: the commit at this position of `commit_log` is dropped and its
+            attempt dies.
     """
 
-    entry: Entry
-    #: Fake-clock milliseconds at which the completion happens; None means "now".
-    at_ms: int | None = None
+    def __init__(self, store: MemoryStore, machine: Machine, invocation_id: str, crash_at: int | None = None) -> None:
+        self._store = store
+        self._machine = machine
+        with store.read() as txn:
+            record = machine.get(txn, invocation_id)
+            #: The input the invocation was created with (JSON).
+            self.input: bytes = machine.input(txn, invocation_id)
+        self.id = invocation_id
+        self.service = record.service
+        self.handler = record.handler
+        self.key = record.key
+        self.random_seed = record.random_seed
+        self.headers: dict[str, str] = dict(record.headers)
+        #: Attempts sent to the handler (an attempt the machine started and superseded before it
+        #: was sent, e.g. by a kill, does not count).
+        self.attempts = 0
+        #: Attempts started by a retry after a failed one.
+        self.retries = 0
+        #: Journal indexes of the entries the handler created, in the order they were committed.
+        self.commit_log: list[int] = []
+        #: Ids of the invocations started by this one's one-way sends, in order (a send of a
+        #: workflow run that already happened starts none).
+        self.sends: list[str] = []
+        self.crash_at = crash_at
+        #: The attempt killed by the injected crash, and the journal indexes committed at that time.
+        self.crashed_attempt = 0
+        self.journal_at_crash: frozenset[int] = frozenset()
+        #: The step calls and bodies of every attempt.
+        self.steps = StepRecorder(self.is_journaled)
+        # What the last settled attempt produced: the outcome of a suspension or a pause.
+        self._last: Outcome | None = None
 
+    def __repr__(self) -> str:
+        return f"<Invocation {self.id} {self.service}/{self.handler} {self.status}>"
 
-@dataclass(eq=False)
-class Invocation:
-    """One invocation run by the `LocalRuntime`: its journal, attempts, steps and outcome."""
+    # -- read from the store ----------------------------------------------------------------------
 
-    id: str
-    service: str
-    handler: str
-    key: str
-    input: bytes
-    random_seed: int
-    headers: dict[str, str]
-    #: Committed entries by index (what the proxy would have in LMDB).
-    journal: dict[int, Entry] = field(default_factory=dict)
-    status: Status = "running"
-    outcome: Outcome | None = None
-    attempts: int = 0
-    retries: int = 0
-    #: Indexes the handler waits on while `status` is "suspended".
-    waiting_on: list[int] = field(default_factory=list)
-    #: Handler-created entries in the order they were committed.
-    commit_log: list[int] = field(default_factory=list)
-    #: Ids of the invocations started by this one's one-way sends, in order.
-    sends: list[str] = field(default_factory=list)
-    #: Cancelled (`LocalRuntime.cancel`): its attempts tell the handler, as the proxy's do.
-    cancelled: bool = False
-    #: Crash injection: drop the commit at this position of `commit_log` and kill the attempt.
-    crash_at: int | None = None
-    #: The attempt killed by the injected crash, and the journal indexes committed at that time.
-    crashed_attempt: int = 0
-    journal_at_crash: frozenset[int] = frozenset()
-    steps: StepRecorder = field(init=False)
-    _seq: int = 0
-    #: (fake clock, real wall clock) at the start of the attempt that created each entry, to turn
-    #: the wall-clock deadlines the SDK writes into fake-clock ones (never earlier than asked for).
-    _created_at: dict[int, tuple[int, int]] = field(default_factory=dict)
-    _attempt_clock: tuple[int, int] = (0, 0)
+    @property
+    def record(self) -> InvocationRecord:
+        """The stored record (status, attempt, failure...), as the proxy keeps it."""
+        with self._store.read() as txn:
+            return self._machine.get(txn, self.id)
 
-    def __post_init__(self) -> None:
-        self.steps = StepRecorder(lambda index: index in self.journal)
+    @property
+    def status(self) -> Status:
+        """Where the invocation is in its life (`durable_core.records.Status`)."""
+        return self.record.status
 
     @property
     def is_done(self) -> bool:
@@ -135,9 +140,51 @@ class Invocation:
         return self.status == "completed"
 
     @property
+    def keyed(self) -> bool:
+        """True for invocations of virtual objects and workflows."""
+        return self.record.keyed
+
+    @property
+    def cancelled(self) -> bool:
+        """Cancelled (`LocalRuntime.cancel`): its attempts tell the handler, as the proxy's do."""
+        return self.record.cancelled
+
+    @property
+    def waiting_on(self) -> list[int]:
+        """Indexes the handler waits on while `status` is ``"suspended"``."""
+        return list(self.record.waiting_on)
+
+    @property
     def journal_items(self) -> list[JournalItem]:
-        """The journal in wire form, ordered by index."""
-        return [JournalItem(index=i, entry=self.journal[i]) for i in sorted(self.journal)]
+        """The stored journal in wire form, ordered by index."""
+        with self._store.read() as txn:
+            rows = self._machine.journal(txn, self.id)
+        return [decode_item(row) for row in rows]
+
+    @property
+    def journal(self) -> dict[int, Entry]:
+        """The stored journal by index (a copy: what the proxy would have in LMDB)."""
+        return {item.index: item.entry for item in self.journal_items}
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the invocation ended (Completed or Failed), or the attempt outcome it stopped at
+        (Suspended, or Errored when paused); None while it is pending, scheduled or running."""
+        record = self.record
+        if record.status == "completed":
+            if record.failure is not None:
+                return Failed(failure=record.failure)
+            return Completed(value=msgspec.Raw(record.result if record.result is not None else b"null"))
+        if record.status == "paused":
+            if isinstance(self._last, Errored):
+                return self._last
+            failure = record.last_failure or Failure(code=500, message="paused")
+            return Errored(code=failure.code, message=failure.message, behavior="pause")
+        if record.status == "suspended" and isinstance(self._last, Suspended):
+            return self._last
+        return None
+
+    # -- observed by the runtime ----------------------------------------------------------------
 
     @property
     def calls(self) -> list[StepCall]:
@@ -163,7 +210,7 @@ class Invocation:
             TerminalError: the invocation failed terminally.
             JournalMismatchError: it paused on a journal mismatch.
             InvocationPausedError: it paused after a retryable error (see the stack trace).
-            InvocationSuspendedError: it waits on something nothing will complete.
+            InvocationSuspendedError: it waits on something nothing will complete, or for its key.
         """
         outcome = self.outcome
         if isinstance(outcome, Completed):
@@ -176,9 +223,26 @@ class Invocation:
             raise InvocationPausedError(outcome)
         raise InvocationSuspendedError(self)
 
-    def _next_seq(self) -> int:
-        self._seq += 1
-        return self._seq
+    def settled(self, outcome: Outcome) -> None:
+        """The machine settled an attempt of this invocation with `outcome` (as it applied it)."""
+        self._last = outcome
+
+    def crashed(self, attempt: int) -> None:
+        """The injected crash killed `attempt` (the runtime's count) before its next commit."""
+        self.crashed_attempt = attempt
+        with self._store.read() as txn:
+            rows = self._machine.journal(txn, self.id)
+        self.journal_at_crash = frozenset(decode_item(row).index for row in rows)
+
+    @property
+    def crash_pending(self) -> bool:
+        """True while the injected crash has yet to happen."""
+        return self.crash_at is not None and not self.crashed_attempt
+
+    def is_journaled(self, index: int) -> bool:
+        """True if the journal holds an entry at `index`."""
+        with self._store.read() as txn:
+            return read_entry(txn, self.id, index) is not None
 
 
 def _mismatch_parts(message: str) -> tuple[str, str]:

@@ -149,7 +149,8 @@ async def replay_journal(services: Iterable[Service], export: JournalExport) -> 
         random_seed=export.random_seed,
         headers=export.headers,
     )
-    outcome = await run_attempt(recorder.instrument(handler, 1), request, "suspend", AckClient())
+    observed = recorder.instrument(handler, 1)
+    outcome = await run_attempt(observed, request, "suspend", AckClient(), on_allocate=recorder.on_allocate)
     target = export.target or f"{export.service}/{export.handler}"
     report = ReplayReport("ok", "", target, export.invocation_id, len(recorded))
     reached = set(recorder.allocated)

@@ -1,110 +1,145 @@
-"""An in-process stand-in for the proxy: run handlers against an in-memory journal, no network.
+"""An in-process stand-in for the proxy, running the proxy's own state machine: no proxy, no network.
 
-`LocalRuntime` plays the proxy's role by calling `handlers_sdk.attempt.run_attempt` in a loop:
-it commits the entries each attempt produces, completes what the handler waits on (timers,
-awakeables, calls: one *completer* per entry kind, see `Completer`), retries failed attempts on
-a `FakeClock`, and stops once the invocation completes, pauses, or waits on something nobody
-will complete. Example::
+`LocalRuntime` is a shell around the code that makes every durable decision of the proxy: a
+`durable_core.machine.Machine` (resolving targets in the runtime's `Service` objects) over a
+`durable_core.memory.MemoryStore`. The machine admits invocations (idempotency keys, a workflow's
+run once per key, one exclusive invocation per object key at a time, in arrival order), journals
+entries (fencing stale attempts, refusing another operation at a taken index) with their effects
+(timers, child invocations, state, promises), completes them, retries or pauses failed attempts,
+and cancels and kills. The runtime carries out what each commit asks for (`Effects`), one thing at
+a time, until nothing can progress:
+
+* an attempt the machine started: the request is built from the store as the proxy builds it,
+  the handler runs in process (`handlers_sdk.attempt.run_attempt`, with the runtime's fake clock),
+  its acks (ack mode) go to `Machine.append` and its outcome to `Machine.settle`;
+* when no attempt is left to run, time moves: the fake clock skips to the earliest retry, timer
+  (a sleep, a delayed send) or test-supplied completion, which is then carried out.
+
+So a test never waits on real time. Example::
 
     rt = LocalRuntime([orders])
     result = await rt.call("OrderFulfillment", "process", Order(...))
     inv = await rt.start("OrderFulfillment", "process", Order(...))
-    inv.journal            # {index: entry}, as the proxy would have stored it
+    inv.journal            # {index: entry}, as the proxy stores it
     inv.executions         # every step body that ran, with its journal index
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, Literal
+import itertools
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from durable_core.effects import Effects
+from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, ProxyError
+from durable_core.journal import new_token, resolve_in
+from durable_core.keys import START_INDEX
+from durable_core.machine import AttemptFailure, Limits, Machine, TimerFire
+from durable_core.memory import MemoryStore
+from durable_core.records import Action, InvocationRecord, ServiceRecord, Status
+from durable_core.retry import RetryPolicy
+from durable_core.rows import read_entry, read_record
+from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.ack import AckClient, AckRejected
 from handlers_sdk.attempt import run_attempt
+from handlers_sdk.clock import FakeClock
 from handlers_sdk.protocol import (
-    COMPLETABLE,
     AppendRequest,
     AppendResponse,
     CallEntry,
-    Completed,
     Entry,
-    Failed,
+    Errored,
     Failure,
     InvokeRequest,
     JournalItem,
-    RunEntry,
-    Suspended,
+    Outcome,
+    SendEntry,
+    SleepEntry,
+    decode_item,
     encode,
+    parse_awakeable_id,
 )
-from handlers_sdk.replay import describe, header
 from handlers_sdk.serde import to_json
 from handlers_sdk.service import HandlerDef, Service
-from handlers_sdk.testing.invocation import (
-    AttemptFailedError,
-    Completion,
-    FakeClock,
-    Invocation,
-    InvocationPausedError,
-    InvocationSuspendedError,
-    Status,
-)
-from handlers_sdk.testing.keys import KeyLocks
+from handlers_sdk.testing.completers import CommitHook, Completer, completion_result
+from handlers_sdk.testing.invocation import AttemptFailedError, Invocation
+from handlers_sdk.testing.views import PromisesView, ServiceKey, StateView
 
-__all__ = [
-    "AttemptFailedError",
-    "CommitHook",
-    "Completer",
-    "Completion",
-    "FakeClock",
-    "Invocation",
-    "InvocationPausedError",
-    "InvocationSuspendedError",
-    "LocalRuntime",
-    "Status",
-]
+__all__ = ["LocalRuntime"]
 
 Mode = Literal["ack", "suspend"]
+T = TypeVar("T")
+
 _CALLBACK_URL = "inmemory://local-runtime"
+#: The deployment the resolver names for every service (there is one: this process).
+_DEPLOYMENT = "local"
+#: A due time later than any timer, to list them all.
+_FOREVER = 2**62
 
 
-#: Completes one waited-on entry, or returns None if it cannot be completed (yet). Registered per
-#: entry class with `LocalRuntime.register_completer`; called with the runtime, the invocation,
-#: the index and the entry.
-Completer = Callable[["LocalRuntime", "Invocation", int, Any], Awaitable["Completion | None"]]
-#: Applies what the proxy does when it commits a new entry of one kind (apply a state write,
-#: complete a promise...) and returns the entry as stored. Registered per entry class with
-#: `LocalRuntime.register_commit_hook`; called with the runtime, the invocation, index and entry.
-CommitHook = Callable[["LocalRuntime", "Invocation", int, Any], Entry]
+@dataclass(order=True)
+class _Scheduled:
+    """A test-supplied completion due at `at_ms` on the fake clock."""
+
+    at_ms: int
+    order: int
+    invocation_id: str = field(compare=False)
+    index: int = field(compare=False)
+    value: bytes | None = field(compare=False)
+    failure: Failure | None = field(compare=False)
 
 
-class _IndexTaken(Exception):
-    """Another operation was committed at this journal index."""
+class _Registry(Mapping[str, ServiceRecord]):
+    """The runtime's services as the proxy's registry holds them once a deployment announced them,
+    read live (a test may register handlers on a service after making the runtime)."""
+
+    def __init__(self, services: dict[str, Service]) -> None:
+        self._services = services
+
+    def __getitem__(self, name: str) -> ServiceRecord:
+        svc = self._services[name]
+        handlers = {handler.name: handler.kind for handler in svc.handlers.values()}
+        return ServiceRecord(name=svc.name, type=svc.type, handlers=handlers, deployment_id=_DEPLOYMENT)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._services)
+
+    def __len__(self) -> int:
+        return len(self._services)
 
 
-class _InMemoryAck(AckClient):
-    """The proxy's step-ack endpoint, in process: fenced by attempt and token, as the real one."""
+class _InProcessAck(AckClient):
+    """The proxy's step-ack endpoint, in process: each append is one `Machine.append` commit."""
 
     def __init__(self, runtime: LocalRuntime) -> None:
         super().__init__(None)
         self._runtime = runtime
 
     async def append(self, callback_url: str, request: AppendRequest) -> bytes:
-        """Commit one entry, or raise AckRejected(409) like the proxy does; the answer carries the
-        entry back when committing it completed it (as the proxy's does)."""
+        """Commit one entry, or raise AckRejected with the status the proxy would answer; the
+        answer carries the entry back when journaling it completed it (as the proxy's does)."""
+        # An ack is a round trip: the attempt's other tasks (a gather's steps) run meanwhile.
         await asyncio.sleep(0)
-        self._runtime._on_append(request)
-        inv = self._runtime.invocations[request.invocation_id]
-        journaled = inv.journal.get(request.index)
-        completed = isinstance(journaled, COMPLETABLE) and journaled.completed
-        return encode(AppendResponse(index=request.index, entry=journaled if completed else None))
+        journaled = self._runtime._append(request)
+        return encode(AppendResponse(index=request.index, entry=journaled))
+
+
+def _check_id(invocation_id: str) -> None:
+    # Awakeable ids embed the invocation id without its "inv_" prefix and must parse back.
+    rest = invocation_id.removeprefix("inv_")
+    if rest == invocation_id or not rest.isascii() or not rest.isalnum():
+        raise ValueError(f"invocation id {invocation_id!r} must be 'inv_' followed by ASCII letters and digits")
 
 
 class LocalRuntime:
-    """Runs handlers of `services` in process, playing the proxy's role (see the module docs).
+    """Runs handlers of `services` in process on the proxy's state machine (see the module docs).
 
     Args:
         services: the services whose handlers can be invoked (and called by other handlers).
@@ -114,8 +149,11 @@ class LocalRuntime:
         clock: the fake clock timers and retries advance (a new one by default).
         max_retries: retryable failures of an invocation before it pauses (0: the first pauses,
             so a bug surfaces as an exception with its stack trace rather than a retry loop).
+            Retries back off as the proxy's default policy does, without jitter, on the fake
+            clock (a longer ``retry_after`` of the error wins).
         max_attempts: a guard against handlers that never finish.
-        random_seed: seed of ``ctx.random()`` for invocations that do not pass their own.
+        random_seed: seed of ``ctx.random()`` for invocations that do not pass their own, the
+            callees of calls and sends included.
     """
 
     def __init__(
@@ -130,6 +168,8 @@ class LocalRuntime:
     ) -> None:
         if mode not in ("ack", "suspend"):
             raise ValueError("mode must be 'ack' or 'suspend'")
+        if max_retries < 0:
+            raise ValueError("max_retries must be 0 or more")
         svcs = [services] if isinstance(services, Service) else list(services)
         self.services: dict[str, Service] = {s.name: s for s in svcs}
         self.mode: Mode = mode
@@ -137,51 +177,82 @@ class LocalRuntime:
         self.max_retries = max_retries
         self.max_attempts = max_attempts
         self.random_seed = random_seed
+        self.store = MemoryStore()
+        # The proxy's default settings (`proxy.config.Settings`), but for the retry policy: its
+        # `max_attempts` counts failures, and jitter would make the fake clock's moves random.
+        limits = Limits(
+            max_journal_entries=100_000,
+            max_entry_bytes=10 * 1024**2,
+            retry=RetryPolicy(max_attempts=max_retries + 1, jitter=0.0),
+        )
+        resolve = functools.partial(resolve_in, _Registry(self.services))
+        self.machine = Machine(limits, resolve, seed=lambda: self.random_seed)
+        #: Every invocation, in the order the runtime learnt of it (started, or created by a call
+        #: or send of another).
         self.invocations: dict[str, Invocation] = {}
+        self._keys: set[ServiceKey] = set()
         #: State of virtual objects and workflows: (service, key) -> state key -> JSON value.
-        self.state: dict[tuple[str, str], dict[str, bytes]] = {}
+        self.state = StateView(self.store, self.machine, self._keys)
         #: Durable promises of workflows: (service, key, name) -> (JSON value, rejection).
-        self.promises: dict[tuple[str, str, str], tuple[bytes, Failure | None]] = {}
-        self._awakeables: dict[str, tuple[bytes, Failure | None]] = {}
-        self._current: dict[str, tuple[int, str]] = {}
-        #: One-way sends to start: (due on the fake clock, order, child id, entry), a heap.
-        self._sends: list[tuple[int, int, str, Any]] = []
-        self._send_count = 0
+        self.promises = PromisesView(self.store, self.machine, self._keys)
+        self._completers: dict[type, Completer] = {}
+        self._hooks: dict[type, list[CommitHook]] = {}
+        # Resolutions of awakeables a test gave before the handler created them.
+        self._early: dict[str, tuple[bytes | None, Failure | None]] = {}
+        # Attempts to run, in commit order: invocation id -> (record, request built at the commit).
+        self._launch: dict[str, tuple[InvocationRecord, InvokeRequest]] = {}
+        # Invocations backing off: id -> when their retry is due (fake clock).
+        self._retries: dict[str, int] = {}
+        self._scheduled: list[_Scheduled] = []
+        self._order = itertools.count()
         self._counter = 0
-        self._waking = False
-        #: Per-key locks and queues of objects and workflows, and each workflow key's run.
-        self.keys = KeyLocks()
-        self._ack = _InMemoryAck(self)
-        from handlers_sdk.testing.completers import DEFAULT_COMMIT_HOOKS, DEFAULT_COMPLETERS
-
-        self._completers: dict[type, Completer] = dict(DEFAULT_COMPLETERS)
-        self._commit_hooks: dict[type, CommitHook] = dict(DEFAULT_COMMIT_HOOKS)
+        self._busy = False
+        # The first exception a commit hook raised, re-raised to the test once its attempt ended.
+        self._hook_error: Exception | None = None
+        self._ack = _InProcessAck(self)
 
     # -- public API -----------------------------------------------------------------------------
 
     def register_completer(self, entry_type: type, completer: Completer) -> None:
-        """Complete waited-on entries of `entry_type` with `completer` (replaces the default)."""
+        """Complete waited-on entries of `entry_type` with `completer` (see `Completer`).
+
+        With a `SleepEntry` completer, sleep timers no longer fire by themselves: the completer
+        decides when each sleep completes, or (returning None) keeps it open.
+        """
         self._completers[entry_type] = completer
 
     def register_commit_hook(self, entry_type: type, hook: CommitHook) -> None:
-        """Apply `hook` when a new entry of `entry_type` is committed (replaces the default)."""
-        self._commit_hooks[entry_type] = hook
+        """Call `hook` after each new entry of `entry_type` a handler created is committed (see
+        `CommitHook`); hooks of one type are called in the order they were registered."""
+        self._hooks.setdefault(entry_type, []).append(hook)
 
     def resolve_awakeable(self, awakeable_id: str, value: Any = None) -> None:
-        """Resolve an awakeable (before or after the handler waits on it; then `resume`)."""
-        self._awakeables[awakeable_id] = (to_json(value), None)
+        """Resolve an awakeable as ``POST /restate/awakeables/{id}/resolve`` does. One the handler
+        has not created yet is resolved as soon as it is. What it wakes runs at the next `resume`
+        (or `start`, `cancel`...).
+
+        Raises:
+            ValueError: not an awakeable id, or the awakeable is completed already.
+        """
+        self._complete_awakeable(awakeable_id, to_json(value), None)
 
     def reject_awakeable(self, awakeable_id: str, message: str, code: int = 500) -> None:
-        """Reject an awakeable: the handler's await raises TerminalError(message, code)."""
-        self._awakeables[awakeable_id] = (b"null", Failure(code=code, message=message))
+        """Reject an awakeable: the handler's await raises TerminalError(message, code) (see
+        `resolve_awakeable`)."""
+        self._complete_awakeable(awakeable_id, None, Failure(code=code, message=message))
 
     def resolve_promise(self, service: str, key: str, name: str, value: Any = None) -> None:
-        """Resolve the durable promise `name` of workflow `service`/`key` from outside."""
-        self.promises[(service, key, name)] = (to_json(value), None)
+        """Resolve the durable promise `name` of workflow `service`/`key` from outside, waking the
+        handlers that wait on it (they run at the next `resume`, `start`...).
+
+        Raises:
+            ValueError: `service` is not a workflow of this runtime, or the promise is completed.
+        """
+        self._complete_promise(service, key, name, to_json(value), None)
 
     def reject_promise(self, service: str, key: str, name: str, message: str, code: int = 500) -> None:
         """Reject the durable promise `name` of workflow `service`/`key` from outside."""
-        self.promises[(service, key, name)] = (b"null", Failure(code=code, message=message))
+        self._complete_promise(service, key, name, None, Failure(code=code, message=message))
 
     def handler_def(self, service: str | Service, handler: str) -> HandlerDef:
         """The registered handler `service`/`handler` (KeyError with a clear message if unknown)."""
@@ -204,50 +275,58 @@ class LocalRuntime:
         headers: dict[str, str] | None = None,
         invocation_id: str | None = None,
         random_seed: int | None = None,
+        idempotency_key: str | None = None,
         journal: Iterable[JournalItem] = (),
         crash_at: int | None = None,
     ) -> Invocation:
-        """Create an invocation and run it until it completes, pauses or suspends for good.
+        """Create an invocation, as an ingress request does, and run until nothing can progress.
 
-        As with the proxy, an exclusive handler of a virtual object (or a workflow's run) whose key
-        is held by an invocation that has not completed is left ``"pending"``; it runs once the
-        key is free, in arrival order. A workflow's run happens once per key: starting it again
-        returns the first run (as an ingress call attaches to it).
+        The machine admits it: an exclusive handler of a virtual object (or a workflow's run) whose
+        key is held by an invocation that has not completed is left ``"pending"`` and runs once the
+        key is free, in arrival order. A workflow's run happens once per key, and an idempotency
+        key once per target: starting it again returns the first invocation.
 
         Args:
             arg: the handler's input (any msgspec-encodable value, or ``msgspec.Raw`` JSON).
-            journal: entries to start from (e.g. a journal exported from production).
+            invocation_id: ``inv_`` and letters or digits (default: ``inv_local000001``...).
+            idempotency_key: as the ``idempotency-key`` header of an ingress request.
+            journal: entries to start from (e.g. a journal exported from production), see
+                `Machine.import_journal`.
             crash_at: simulate a crash: the `crash_at`-th entry the handler creates (0-based)
                 is not committed and its attempt dies; the invocation then resumes.
+
+        Raises:
+            KeyError: unknown service or handler.
+            ValueError: a malformed or already used invocation id.
         """
         name = service.name if isinstance(service, Service) else service
-        target = self.handler_def(name, handler)  # fail fast on unknown targets
+        self.handler_def(name, handler)  # fail fast on unknown targets
         self._counter += 1
         new_id = invocation_id or f"inv_local{self._counter:06d}"
-        if target.kind == "workflow":
-            run_id = self.keys.claim_run((name, key), new_id)
-            if run_id in self.invocations:
-                return self.invocations[run_id]
-            new_id = run_id
-        inv = Invocation(
-            id=new_id,
-            service=name,
-            handler=handler,
-            key=key,
-            input=to_json(arg),
-            random_seed=self.random_seed if random_seed is None else random_seed,
-            headers=dict(headers or {}),
-            crash_at=crash_at,
+        _check_id(new_id)
+        if new_id in self.invocations:
+            raise ValueError(f"invocation id {new_id!r} is already used")
+        now = self.clock.now_ms()
+        seed = self.random_seed if random_seed is None else random_seed
+        record = self.machine.new_record(
+            new_id, name, handler, key, now=now, random_seed=seed, idempotency=idempotency_key, headers=headers
         )
-        for item in journal:
-            inv.journal[item.index] = item.entry
-        self.invocations[inv.id] = inv
-        exclusive = target.service_type != "service" and target.kind in ("exclusive", "workflow")
-        if exclusive and not self.keys.enter((name, key), inv.id):
-            inv.status = "pending"
-            return inv
-        await self._drive(inv)
-        await self._after()
+        body, items = to_json(arg), list(journal)
+
+        def invoke(txn: Txn) -> tuple[InvocationRecord, bool, list[Effects]]:
+            stored, created, effects = self.machine.invoke(txn, record, body, now=now)
+            if not created or not items:
+                return stored, created, [effects]
+            return stored, created, [effects, self.machine.import_journal(txn, stored.id, items, now=now)]
+
+        stored, created, effects = self._write(invoke)
+        if not created:
+            return self._track(stored.id)
+        inv = self._track(stored.id, crash_at=crash_at)
+        for journaled in effects:
+            self._apply(journaled)
+        self._discover(item.entry for item in items)
+        await self._run()
         return inv
 
     async def call(self, service: str | Service, handler: str, arg: Any = None, *, type_: Any = Any, **kw: Any) -> Any:
@@ -255,27 +334,35 @@ class LocalRuntime:
         inv = await self.start(service, handler, arg, **kw)
         return inv.result(type_)
 
-    async def resume(self, inv: Invocation) -> Invocation:
-        """Run a suspended invocation again (after resolving an awakeable, say)."""
-        if inv.status == "suspended":
-            inv.status = "running"
-            await self._drive(inv)
-            await self._after()
-        return inv
+    async def resume(self, inv: Invocation | str) -> Invocation:
+        """Run what is ready (after resolving an awakeable or a promise, say).
+
+        The completers are asked again about what a suspended `inv` waits on; a paused `inv` is
+        resumed as the proxy's ``PATCH :9070/invocations/{id}/resume`` does (a new attempt, its
+        retries counted from zero).
+        """
+        target = self._get(inv)
+        status = target.status
+        if status == "paused":
+            self._act("resume", target.id)
+        elif status == "suspended":
+            await self._consult(target)
+        await self._run()
+        return target
 
     async def cancel(self, inv: Invocation | str) -> Invocation:
         """Cancel an invocation as the proxy's ``PATCH :9070/invocations/{id}/cancel`` does.
 
         The invocations its open calls started are cancelled first. Then the handler runs again
         and gets a TerminalError (409) at its first new operation, so its compensation runs. An
-        invocation still pending for its key completes as cancelled without running.
+        invocation still pending for its key (or scheduled) completes as cancelled without running.
 
         Raises:
             ValueError: the invocation has already completed.
         """
-        target = self._open(inv)
-        await self._cancel(target)
-        await self._after()
+        target = self._get(inv)
+        self._act("cancel", target.id)
+        await self._run()
         return target
 
     async def kill(self, inv: Invocation | str) -> Invocation:
@@ -285,224 +372,402 @@ class LocalRuntime:
         Raises:
             ValueError: the invocation has already completed.
         """
-        target = self._open(inv)
-        self._kill(target)
-        await self._after()
+        target = self._get(inv)
+        self._act("kill", target.id)
+        await self._run()
         return target
 
-    def _open(self, inv: Invocation | str) -> Invocation:
-        found = self.invocations[inv] if isinstance(inv, str) else inv
-        if found.is_done:
-            raise ValueError(f"invocation {found.id} has already completed")
+    # -- the shell: commits and their effects -----------------------------------------------------
+
+    def _write(self, fn: Callable[[Txn], T]) -> T:
+        """Run `fn` in one write transaction and commit it; nothing of it stays if it raises."""
+        txn = self.store.begin()
+        try:
+            result = fn(txn)
+        except BaseException:
+            txn.abort()
+            raise
+        txn.commit()
+        return result
+
+    def _get(self, inv: Invocation | str) -> Invocation:
+        if isinstance(inv, Invocation):
+            return inv
+        found = self.invocations.get(inv)
+        if found is None:
+            raise KeyError(f"no invocation {inv!r} in this runtime")
         return found
 
-    def _open_children(self, inv: Invocation) -> list[Invocation]:
-        """The invocations of the calls `inv` still waits for."""
-        ids = [
-            entry.invocation_id
-            for entry in inv.journal.values()
-            if isinstance(entry, CallEntry) and not entry.completed
-        ]
-        return [self.invocations[i] for i in ids if i in self.invocations and not self.invocations[i].is_done]
+    def _track(self, invocation_id: str, crash_at: int | None = None) -> Invocation:
+        """The `Invocation` of a stored invocation, made when the runtime first learns of it."""
+        inv = self.invocations.get(invocation_id)
+        if inv is None:
+            inv = self.invocations[invocation_id] = Invocation(self.store, self.machine, invocation_id, crash_at)
+            if inv.keyed:
+                self._keys.add((inv.service, inv.key))
+        return inv
 
-    async def _cancel(self, inv: Invocation) -> None:
-        for child in self._open_children(inv):
-            await self._cancel(child)
-        if inv.is_done:
-            return
-        if inv.status == "pending":
-            self._finish(inv, Failed(failure=Failure(code=409, message="invocation cancelled")))
-            return
-        inv.cancelled, inv.retries, inv.status = True, 0, "running"
-        await self._drive(inv)
+    def _apply(self, effects: Effects) -> None:
+        """Carry out what a commit asked for: queue the attempts it started, note its retries.
 
-    def _kill(self, inv: Invocation) -> None:
-        for child in self._open_children(inv):
-            self._kill(child)
-        self._finish(inv, Failed(failure=Failure(code=409, message="invocation killed")))
-
-    def _finish(self, inv: Invocation, outcome: Completed | Failed) -> None:
-        """`inv` completed: record its outcome and let its key go."""
-        inv.status, inv.outcome, inv.waiting_on = "completed", outcome, []
-        self.keys.leave((inv.service, inv.key), inv.id)
-
-    async def _after(self) -> None:
-        """Run what the finished work queued (one-way sends, invocations waiting for a key), then
-        wake invocations whose waits can now complete (a promise resolved by another handler, say).
-
-        When only delayed sends are left, the fake clock skips to the earliest one, as it does
-        for a timer the handler waits on.
+        Nothing waits for results in process and the timers are read from the store whenever the
+        runtime runs out of work, so `Effects.completed` and `Effects.wake_at` need nothing.
         """
-        if self._waking:
-            return
-        self._waking = True
+        for record in effects.launch:
+            self._retries.pop(record.id, None)
+            self._queue(record)
+        for record in effects.retry:
+            self._retries[record.id] = record.next_retry_ms
+        for record in effects.completed:
+            self._retries.pop(record.id, None)
+
+    def _queue(self, record: InvocationRecord) -> None:
+        """Queue the committed attempt `record` describes, with its request built now from the
+        store, as the proxy builds it when it sends the attempt right after the commit."""
+        self._track(record.id)
+        with self.store.read() as txn:
+            rows = self.machine.journal(txn, record.id)
+            body = self.machine.input(txn, record.id)
+            state = self.machine.state(txn, record.service, record.key) if record.keyed else {}
+        request = InvokeRequest(
+            invocation_id=record.id,
+            service=record.service,
+            handler=record.handler,
+            key=record.key,
+            input=msgspec.Raw(body),
+            journal=[decode_item(row) for row in rows],
+            attempt=record.attempt,
+            token=record.token,
+            callback_url=_CALLBACK_URL if self.mode == "ack" else "",
+            random_seed=record.random_seed,
+            headers=record.headers,
+            cancelled=record.cancelled,
+            state={k: msgspec.Raw(v) for k, v in state.items()},
+        )
+        # A later attempt of the same invocation supersedes a queued one; it runs in commit order.
+        self._launch.pop(record.id, None)
+        self._launch[record.id] = (record, request)
+
+    def _act(self, action: Action, invocation_id: str) -> None:
+        now = self.clock.now_ms()
         try:
-            progress = True
-            while progress:
-                progress = False
-                now = self.clock.now_ms()
-                while self._sends and self._sends[0][0] <= now:
-                    _, _, child_id, entry = heapq.heappop(self._sends)
-                    if child_id not in self.invocations:
-                        await self.start(
-                            entry.service, entry.handler, msgspec.Raw(bytes(entry.input)), key=entry.key,
-                            invocation_id=child_id,
-                        )  # fmt: skip
-                        progress = True
-                for admitted in self.keys.admit():
-                    inv = self.invocations[admitted]
-                    inv.status = "running"
-                    await self._drive(inv)
-                    progress = True
-                for inv in list(self.invocations.values()):
-                    if inv.status == "suspended" and await self._complete_waits(inv, inv.waiting_on):
-                        inv.status = "running"
-                        await self._drive(inv)
-                        progress = True
-                if not progress and self._sends:
-                    self.clock.advance_to(self._sends[0][0])
-                    progress = True
+            _, effects = self._write(lambda txn: self.machine.act(txn, action, invocation_id, now=now))
+        except Conflict as exc:
+            raise ValueError(exc.message) from None
+        self._apply(effects)
+
+    def _complete_awakeable(
+        self, awakeable: str, value: bytes | None, failure: Failure | None, *, remember: bool = True
+    ) -> None:
+        """`Machine.complete_awakeable`; one not found is remembered (if `remember`) for later."""
+        now = self.clock.now_ms()
+        try:
+            effects = self._write(
+                lambda txn: self.machine.complete_awakeable(txn, awakeable, now=now, value=value, failure=failure)
+            )
+        except NotFound:
+            if remember:
+                # Not created yet (as far as the store knows): applied once its entry is journaled.
+                self._early[awakeable] = (value, failure)
+            return
+        except (BadRequest, Conflict) as exc:
+            raise ValueError(exc.message) from None
+        self._apply(effects)
+
+    def _apply_early(self) -> None:
+        """Apply the resolutions given before their awakeable existed, to those that exist now."""
+        for awakeable, (value, failure) in list(self._early.items()):
+            parsed = parse_awakeable_id(awakeable)
+            assert parsed is not None  # complete_awakeable refused the others
+            with self.store.read() as txn:
+                exists = read_entry(txn, *parsed) is not None
+            if not exists:
+                continue
+            del self._early[awakeable]
+            try:
+                # An entry there that is no awakeable is not found again, and then forgotten.
+                self._complete_awakeable(awakeable, value, failure, remember=False)
+            except ValueError:
+                pass  # completed already: the test's resolution came second
+
+    def _complete_promise(
+        self, service: str, key: str, name: str, value: bytes | None, failure: Failure | None
+    ) -> None:
+        svc = self.services.get(service)
+        if svc is None or svc.type != "workflow":
+            raise ValueError(f"{service!r} is not a workflow of this runtime: durable promises exist only in workflows")
+        now = self.clock.now_ms()
+        try:
+            effects = self._write(
+                lambda txn: self.machine.complete_promise(
+                    txn, service, key, name, now=now, value=value, failure=failure
+                )
+            )
+        except Conflict as exc:
+            raise ValueError(exc.message) from None
+        self._keys.add((service, key))
+        self._apply(effects)
+
+    def _discover(self, entries: Iterable[Entry]) -> None:
+        """Track the invocations that the call and send `entries` (just journaled) created."""
+        for entry in entries:
+            if isinstance(entry, CallEntry | SendEntry):
+                # None for a call the machine refused, or a send of a workflow run that exists.
+                with self.store.read() as txn:
+                    child = read_record(txn, entry.invocation_id)
+                if child is not None:
+                    self._track(child.id)
+
+    def _journaled(self, inv: Invocation, items: list[JournalItem]) -> None:
+        """The handler's new entries `items` (as journaled) were committed: note them, then tell
+        the hooks, then apply the early resolutions of awakeables among them."""
+        if not items:
+            return
+        inv.commit_log.extend(item.index for item in items)
+        self._discover(item.entry for item in items)
+        inv.sends.extend(item.entry.invocation_id for item in items if isinstance(item.entry, SendEntry))
+        for item in items:
+            for hook in self._hooks.get(type(item.entry), ()):
+                try:
+                    hook(self, inv, item.index, item.entry)
+                except Exception as exc:  # noqa: BLE001 - the test's bug, shown to the test, not the handler
+                    self._hook_error = self._hook_error or exc
+        if self._early:
+            self._apply_early()
+
+    # -- attempts ---------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        """Carry out the queued attempts, then what time brings, until nothing can progress.
+
+        Attempts run one at a time, in the order they were committed, except that an invocation
+        whose attempt just ended goes on at once with its next one (suspend mode re-invokes after
+        every step): each invocation runs as far as it can before the next one starts, so a
+        test's order of events does not depend on the mode.
+        """
+        if self._busy:
+            return  # called from a handler or a completer: the loop already running picks it up
+        self._busy = True
+        last = ""
+        try:
+            while True:
+                if self._launch:
+                    last = last if last in self._launch else next(iter(self._launch))
+                    record, request = self._launch.pop(last)
+                    await self._attempt(record, request)
+                elif not self._wait_for_time():
+                    return
+                if self._hook_error is not None:
+                    error, self._hook_error = self._hook_error, None
+                    raise error
         finally:
-            self._waking = False
+            self._busy = False
 
-    # -- the proxy's role -----------------------------------------------------------------------
-
-    def _request(self, inv: Invocation, handler: HandlerDef) -> tuple[HandlerDef, InvokeRequest]:
+    async def _attempt(self, record: InvocationRecord, request: InvokeRequest) -> None:
+        """Send one attempt to the handler and have the machine settle its outcome."""
+        if not self._is_current(record):
+            return  # superseded (killed, completed, or a newer attempt) since it was queued
+        inv = self._track(record.id)
         inv.attempts += 1
         if inv.attempts > self.max_attempts:
             raise AttemptFailedError(f"{inv.id}: more than {self.max_attempts} attempts")
-        token = f"tok{inv.attempts}"
-        inv._attempt_clock = (self.clock.now_ms(), time.time_ns() // 1_000_000)
-        self._current[inv.id] = (inv.attempts, token)
-        request = InvokeRequest(
-            invocation_id=inv.id,
-            service=inv.service,
-            handler=inv.handler,
-            key=inv.key,
-            input=msgspec.Raw(inv.input),
-            journal=inv.journal_items,
-            attempt=inv.attempts,
-            token=token,
-            callback_url=_CALLBACK_URL if self.mode == "ack" else "",
-            random_seed=inv.random_seed,
-            headers=inv.headers,
-            cancelled=inv.cancelled,
-            state={k: msgspec.Raw(v) for k, v in self.state.get((inv.service, inv.key), {}).items()},
+        number = inv.attempts
+        observed = inv.steps.instrument(self.handler_def(record.service, record.handler), number)
+        outcome = await run_attempt(
+            observed, request, self.mode, self._ack, clock=self.clock, on_allocate=inv.steps.on_allocate
         )
-        return inv.steps.instrument(handler, inv.attempts), request
+        if inv.crashed_attempt == number or self._crash_in(inv, record, outcome, number):
+            # The attempt died: its outcome never reaches the proxy, which starts the next
+            # attempt as after a restart (no retry is counted).
+            self._begin(inv.id, ("running",))
+            return
+        self._settle(inv, record, outcome)
+        if inv.status == "suspended":
+            await self._consult(inv)
 
-    async def _drive(self, inv: Invocation) -> None:
-        handler = self.handler_def(inv.service, inv.handler)
-        while True:
-            observed, request = self._request(inv, handler)
-            outcome = await run_attempt(observed, request, self.mode, self._ack)
-            self._current.pop(inv.id, None)
-            try:
-                committed = all(self._commit(inv, item) for item in outcome.entries)
-            except _IndexTaken as exc:
-                raise AttemptFailedError(f"{inv.id}: {exc} (the proxy would refuse this outcome)") from None
-            if not committed or inv.crashed_attempt == request.attempt:
-                continue  # the attempt "died": its outcome never reached the proxy
-            if isinstance(outcome, Completed | Failed):
-                self._finish(inv, outcome)
-                return
-            if isinstance(outcome, Suspended):
-                if outcome.waiting_on and not await self._complete_waits(inv, outcome.waiting_on):
-                    inv.status, inv.outcome, inv.waiting_on = "suspended", outcome, list(outcome.waiting_on)
-                    return
-                continue
-            if outcome.behavior == "pause" or inv.retries >= self.max_retries:
-                inv.status, inv.outcome = "paused", outcome
-                return
-            inv.retries += 1
-            if outcome.retry_after_ms:
-                self.clock.advance(outcome.retry_after_ms / 1000)
+    def _is_current(self, record: InvocationRecord) -> bool:
+        """True if the attempt `record` describes is the invocation's current one, as stored."""
+        with self.store.read() as txn:
+            stored = self.machine.get(txn, record.id)
+        return stored.status == "running" and (stored.attempt, stored.token) == (record.attempt, record.token)
 
-    def _commit(self, inv: Invocation, item: JournalItem) -> bool:
-        """Commit one handler-created entry; False if the injected crash happens instead."""
-        if inv.crash_at is not None and not inv.crashed_attempt and len(inv.commit_log) == inv.crash_at:
-            inv.crashed_attempt = inv.attempts
-            inv.journal_at_crash = frozenset(inv.journal)
-            return False
-        existing = inv.journal.get(item.index)
-        if existing is not None:
-            # As the proxy: a re-sent entry is accepted, another operation at a taken index is not.
-            same = (
-                encode(existing) == encode(item.entry)
-                if isinstance(existing, RunEntry) or isinstance(item.entry, RunEntry)
-                else header(existing) == header(item.entry)
+    def _settle(self, inv: Invocation, record: InvocationRecord, outcome: Outcome) -> None:
+        now, next_token = self.clock.now_ms(), new_token()
+        indexes = [item.index for item in outcome.entries]
+
+        def settle(txn: Txn) -> tuple[Effects, Outcome | AttemptFailure, list[JournalItem]]:
+            before = {i for i in indexes if read_entry(txn, inv.id, i) is not None}
+            _, effects, applied = self.machine.settle(
+                txn, inv.id, record.attempt, record.token, outcome, now=now, next_token=next_token
             )
-            if not same:
-                raise _IndexTaken(f"journal index {item.index} is already taken by {describe(existing)}")
-            return True
-        hook = self._commit_hooks.get(type(item.entry))
-        inv.journal[item.index] = hook(self, inv, item.index, item.entry) if hook else item.entry
-        inv.commit_log.append(item.index)
-        inv._created_at[item.index] = inv._attempt_clock
+            return effects, applied, _journaled_items(txn, inv.id, [i for i in indexes if i not in before])
+
+        try:
+            effects, applied, new = self._write(settle)
+        except Fenced as exc:
+            if not self._is_current(record):
+                return  # a stale attempt: the proxy drops its outcome too
+            raise AttemptFailedError(f"{inv.id}: {exc.message} (the proxy refuses this outcome)") from None
+        if isinstance(applied, AttemptFailure):
+            failure = applied.failure
+            applied = Errored(code=failure.code, message=failure.message, retry_after_ms=applied.retry_after_ms)
+        inv.settled(applied)
+        self._apply(effects)
+        self._journaled(inv, new)
+
+    def _append(self, request: AppendRequest) -> Entry | None:
+        """One step ack of the current attempt: `Machine.append` in its own commit."""
+        inv = self.invocations.get(request.invocation_id)
+        if inv is None:
+            raise AckRejected(404, b"unknown invocation")
+        if inv.crashed_attempt and inv.crashed_attempt == inv.attempts:
+            raise AckRejected(409, b"attempt killed by a simulated crash")
+        item = JournalItem(index=request.index, entry=request.entry)
+        if inv.crash_pending and len(inv.commit_log) == inv.crash_at and not inv.is_journaled(item.index):
+            inv.crashed(inv.attempts)
+            raise AckRejected(409, b"simulated crash before the commit")
+        now = self.clock.now_ms()
+
+        def append(txn: Txn) -> tuple[list[JournalItem], Effects, Entry | None]:
+            new = read_entry(txn, inv.id, item.index) is None  # else an identical re-send
+            self.machine.check_entry_size(item, inv.id)
+            effects, journaled = self.machine.append(txn, inv.id, request.attempt, request.token, item, now=now)
+            return _journaled_items(txn, inv.id, [item.index] if new else []), effects, journaled
+
+        try:
+            items, effects, journaled = self._write(append)
+        except ProxyError as exc:
+            raise AckRejected(exc.status, exc.body("admin")) from None
+        self._apply(effects)
+        self._journaled(inv, items)
+        return journaled
+
+    def _crash_in(self, inv: Invocation, record: InvocationRecord, outcome: Outcome, number: int) -> bool:
+        """Suspend mode: True if the injected crash falls among the new entries `outcome` carries.
+
+        The entries before the crash position are committed (as acks of the attempt), the rest
+        are dropped with the outcome.
+        """
+        if not inv.crash_pending or inv.crash_at is None:
+            return False
+        new = [item for item in outcome.entries if not inv.is_journaled(item.index)]
+        position = inv.crash_at - len(inv.commit_log)
+        if position >= len(new):
+            return False
+        now = self.clock.now_ms()
+        for item in new[:position]:
+
+            def append(txn: Txn, item: JournalItem = item) -> tuple[Effects, list[JournalItem]]:
+                effects, _ = self.machine.append(txn, inv.id, record.attempt, record.token, item, now=now)
+                return effects, _journaled_items(txn, inv.id, [item.index])
+
+            try:
+                effects, items = self._write(append)
+            except ProxyError:
+                break  # refused: so would the outcome have been; the crash comes first
+            self._apply(effects)
+            self._journaled(inv, items)
+        inv.crashed(number)
         return True
 
-    def _on_append(self, request: AppendRequest) -> None:
-        inv = self.invocations.get(request.invocation_id)
-        if inv is None or self._current.get(inv.id) != (request.attempt, request.token):
-            raise AckRejected(409, b"stale attempt")
-        if inv.crashed_attempt == request.attempt:
-            raise AckRejected(409, b"attempt killed by a simulated crash")
-        try:
-            committed = self._commit(inv, JournalItem(index=request.index, entry=request.entry))
-        except _IndexTaken as exc:
-            raise AckRejected(409, str(exc).encode()) from None
-        if not committed:
-            raise AckRejected(409, b"simulated crash before the commit")
+    def _begin(self, invocation_id: str, statuses: tuple[Status, ...]) -> bool:
+        """Start a new attempt (`Machine.begin_attempt`) if the invocation is in one of `statuses`."""
+        now, token = self.clock.now_ms(), new_token()
 
-    def fake_deadline(self, inv: Invocation, index: int, wall_ms: int) -> int:
-        """Turn a real wall-clock deadline the SDK wrote into entry `index` into fake-clock time."""
-        fake, wall = inv._created_at.get(index, inv._attempt_clock)
-        return fake + max(0, wall_ms - wall)
+        def begin(txn: Txn) -> InvocationRecord | None:
+            if self.machine.get(txn, invocation_id).status not in statuses:
+                return None
+            return self.machine.begin_attempt(txn, invocation_id, now=now, token=token)
 
-    async def _complete_waits(self, inv: Invocation, waiting_on: list[int]) -> bool:
-        """Complete what the handler waits on: everything ready now, else the earliest timer."""
-        # Completed at commit (a promise peek, say) or by some other invocation meanwhile.
-        if any(getattr(inv.journal.get(index), "completed", False) for index in waiting_on):
-            return True
-        ready: list[tuple[int, Completion]] = []
-        for index in waiting_on:
-            entry = inv.journal.get(index)
+        record = self._write(begin)
+        if record is not None:
+            self._queue(record)
+        return record is not None
+
+    # -- completions and time ---------------------------------------------------------------------
+
+    async def _consult(self, inv: Invocation) -> None:
+        """Ask the test's completers about the entries suspended `inv` waits on; apply what they
+        complete now, schedule what they complete later."""
+        if not self._completers:
+            return
+        journal = inv.journal
+        for index in inv.waiting_on:
+            entry = journal.get(index)
             completer = self._completers.get(type(entry)) if entry is not None else None
             if completer is None:
                 continue
             completion = await completer(self, inv, index, entry)
-            if completion is not None:
-                ready.append((index, completion))
-        if not ready:
-            return False
+            if completion is None:
+                continue
+            value, failure = completion_result(completion.entry)
+            now = self.clock.now_ms()
+            at = now if completion.at_ms is None else completion.at_ms
+            scheduled = _Scheduled(at, next(self._order), inv.id, index, value, failure)
+            if at <= now:
+                self._complete(scheduled)
+            else:
+                heapq.heappush(self._scheduled, scheduled)
+
+    def _complete(self, scheduled: _Scheduled) -> None:
+        """Apply a test-supplied completion through the machine's completion path."""
+        now, at = self.clock.now_ms(), scheduled
+        try:
+            effects = self._write(
+                lambda txn: self.machine.complete_entry(
+                    txn, at.invocation_id, at.index, now=now, value=at.value, failure=at.failure
+                )
+            )
+        except (NotFound, Conflict, BadRequest):
+            return  # completed meanwhile (or its invocation): as a late completion, it is moot
+        self._apply(effects)
+
+    def _timers(self, now: int) -> tuple[list[TimerFire], int | None]:
+        """The timers the runtime fires itself that are due by `now`, and when the next one is.
+
+        With a test's `SleepEntry` completer, sleeps are its business: only delayed starts fire.
+        """
+        with self.store.read() as txn:
+            if SleepEntry not in self._completers:
+                return self.machine.due_timers(txn, now, sys.maxsize)
+            fires, _ = self.machine.due_timers(txn, _FOREVER, sys.maxsize)
+        starts = [fire for fire in fires if fire.index == START_INDEX]
+        later = next((fire.due_ms for fire in starts if fire.due_ms > now), None)
+        return [fire for fire in starts if fire.due_ms <= now], later
+
+    def _wait_for_time(self) -> bool:
+        """With no attempt to run: move the fake clock to the earliest retry, timer or scheduled
+        completion and carry out everything due then. False if there is nothing left to wait for."""
         now = self.clock.now_ms()
-        due = [(i, c) for i, c in ready if c.at_ms is None or c.at_ms <= now]
-        if not due:
-            first = min(c.at_ms or now for _, c in ready)
-            self.clock.advance_to(first)
-            due = [(i, c) for i, c in ready if (c.at_ms or now) <= first]
-        for index, completion in sorted(due, key=lambda p: (p[1].at_ms or 0, p[0])):
-            inv.journal[index] = self.numbered(inv, completion.entry)
+        due, later = self._timers(now)
+        times = [*self._retries.values(), *(s.at_ms for s in self._scheduled)]
+        if due:
+            times.append(now)
+        elif later is not None:
+            times.append(later)
+        if not times:
+            return False
+        self.clock.advance_to(min(times))
+        now = self.clock.now_ms()
+        for invocation_id, at_ms in sorted(self._retries.items(), key=lambda retry: retry[1]):
+            if at_ms <= now:
+                del self._retries[invocation_id]
+                if self._begin(invocation_id, ("backing-off",)):
+                    self.invocations[invocation_id].retries += 1
+        due, _ = self._timers(now)
+        if due:
+            effects, _ = self._write(lambda txn: self.machine.fire_timers(txn, due, now=now))
+            self._apply(effects)
+        while self._scheduled and self._scheduled[0].at_ms <= now:
+            self._complete(heapq.heappop(self._scheduled))
         return True
 
-    def numbered(self, inv: Invocation, entry: Entry) -> Entry:
-        """`entry` with the next completion sequence number of `inv`, if it has a ``seq`` field."""
-        if "seq" in type(entry).__struct_fields__:
-            return msgspec.structs.replace(entry, seq=inv._next_seq())
-        return entry
 
-    def queue_send(self, child_id: str, entry: Any) -> None:
-        """Start the target of a one-way send once the current work is done and its delay (fake
-        clock, from now) has passed."""
-        due = self.clock.now_ms() + max(0, int(getattr(entry, "delay_ms", 0)))
-        self._send_count += 1
-        heapq.heappush(self._sends, (due, self._send_count, child_id, entry))
-
-    async def _run_child(self, service: str, handler: str, key: str, input_json: bytes, child_id: str) -> Invocation:
-        """Start (or find, on replay) the child invocation of a call entry and run it."""
-        child = self.invocations.get(child_id)
-        if child is None:
-            child = await self.start(service, handler, msgspec.Raw(input_json), key=key, invocation_id=child_id)
-        elif child.status == "suspended":
-            await self.resume(child)
-        return child
+def _journaled_items(txn: ReadTxn, invocation_id: str, indexes: Iterable[int]) -> list[JournalItem]:
+    """The entries at `indexes` as journaled (the indexes that hold one)."""
+    items: list[JournalItem] = []
+    for index in indexes:
+        entry = read_entry(txn, invocation_id, index)
+        if entry is not None:
+            items.append(JournalItem(index=index, entry=entry))
+    return items

@@ -3,8 +3,9 @@
 The in-process runtime wraps each handler so that, per attempt, every ``ctx.run`` call is logged
 (name, call site, a JSON digest of its arguments) and every execution of a step *body* is logged
 with the journal index it belongs to. That is what lets the crash tests assert "no journaled
-step ran again" without touching the SDK: the context's ``run`` and the replay machine's
-``allocate`` are overridden on the instances of one attempt only.
+step ran again": the context's ``run`` is wrapped on the instance of one attempt, and the
+journal index of each body comes from the attempt's allocation observer (`StepRecorder.on_allocate`,
+passed to `handlers_sdk.attempt.run_attempt`).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from handlers_sdk.service import HandlerDef
 
 __all__ = ["StepCall", "StepExecution", "StepRecorder"]
 
-#: The journal index most recently allocated in the current task. `Context.run` allocates its
-#: index and then calls the body in the same task (or a thread that copies the task's context),
-#: so a body always sees the index of its own step.
+#: The journal index most recently allocated in the current task (set by
+#: `StepRecorder.on_allocate`). `Context.run` allocates its index and then calls the body in the
+#: same task (or a thread that copies the task's context), so a body sees the index of its step.
 _op_index: ContextVar[int] = ContextVar("durable_testing_op_index", default=-1)
 
 
@@ -71,6 +72,9 @@ def _digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes | None:
 class StepRecorder:
     """Collects `StepCall`s and `StepExecution`s of one invocation across its attempts.
 
+    Use both halves for an attempt: run `instrument(handler, attempt)` with
+    ``on_allocate=recorder.on_allocate``.
+
     Args:
         is_journaled: tells whether a journal index is committed (read when a body starts).
         run_bodies: when False, step bodies are replaced by a no-op returning None (the local
@@ -87,8 +91,13 @@ class StepRecorder:
         self._run_bodies = run_bodies
         self._lock = threading.Lock()
 
+    def on_allocate(self, index: int) -> None:
+        """The attempt's allocation observer: remembers `index` for the step body that follows."""
+        _op_index.set(index)
+        self.allocated.append(index)
+
     def instrument(self, handler: HandlerDef, attempt: int) -> HandlerDef:
-        """A copy of `handler` whose context records steps for `attempt`."""
+        """A copy of `handler` whose context records the ``ctx.run`` calls of `attempt`."""
         original = handler.fn
 
         async def observed(ctx: Any, *rest: Any) -> Any:
@@ -97,24 +106,14 @@ class StepRecorder:
                 # run_attempt does not read the exception of a handler task that ended in a journal
                 # mismatch; reading it here keeps asyncio from logging "never retrieved".
                 task.add_done_callback(_retrieve)
-            self._patch(ctx, attempt)
+            self._wrap_run(ctx, attempt)
             return await original(ctx, *rest)
 
         clone = copy.copy(handler)
         clone.fn = observed
         return clone
 
-    def _patch(self, ctx: Any, attempt: int) -> None:
-        replay = ctx._attempt.replay
-        allocate = replay.allocate
-
-        def allocate_observed() -> int:
-            index: int = allocate()
-            _op_index.set(index)
-            self.allocated.append(index)
-            return index
-
-        replay.allocate = allocate_observed
+    def _wrap_run(self, ctx: Any, attempt: int) -> None:
         run = ctx.run
 
         # A plain function returning the SDK's coroutine, not a coroutine of its own. The SDK takes

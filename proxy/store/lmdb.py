@@ -56,6 +56,22 @@ class LmdbRead:
                     return
                 yield key, bytes(value)
 
+    def items_before(self, db: str, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs in descending key order, from the last key < `end` (None: from the
+        last key)."""
+        cursor = self._txn.cursor(db=self._dbs[db])
+        if end is None:
+            positioned = cursor.last()
+        elif cursor.set_range(end):
+            # On the first key >= end: the one before it is the first to yield.
+            positioned = cursor.prev()
+        else:
+            # Every key is < end.
+            positioned = cursor.last()
+        if positioned:
+            for key, value in cursor.iterprev():
+                yield bytes(key), bytes(value)
+
     def count(self, db: str) -> int:
         """Number of rows in a database."""
         return int(self._txn.stat(self._dbs[db])["entries"])

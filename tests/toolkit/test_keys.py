@@ -17,8 +17,8 @@ from handlers_sdk import (
     Workflow,
     WorkflowContext,
 )
-from handlers_sdk.testing import InvocationSuspendedError, LocalRuntime
-from handlers_sdk.testing.keys import KeyLocks
+from handlers_sdk.protocol import AwakeableEntry
+from handlers_sdk.testing import Invocation, InvocationSuspendedError, LocalRuntime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -155,20 +155,66 @@ async def test_a_keyed_call_without_a_key_fails_with_400() -> None:
     assert await rt.call("NoKey", "go") == "400 Gate is a keyed object: a key is required"
 
 
-def test_key_locks_admit_the_earliest_waiter_once_the_key_is_free() -> None:
-    locks = KeyLocks()
-    key = ("Gate", "k")
-    assert locks.enter(key, "a")
-    assert not locks.enter(key, "b") and not locks.enter(key, "c")
-    assert locks.enter(key, "a")  # the holder entering again keeps it
-    assert locks.admit() == []  # still held
-    locks.leave(key, "z")  # neither holding nor waiting: nothing changes
-    assert locks.holder(key) == "a"
-    locks.leave(key, "a")
-    assert not locks.enter(key, "d")  # a newcomer queues behind the earlier arrivals
-    assert locks.admit() == ["b"] and locks.holder(key) == "b"
-    locks.leave(key, "b")
-    locks.leave(key, "c")  # c gave up waiting (cancelled): d is next
-    assert locks.admit() == ["d"]
-    assert locks.claim_run(("Once", "u"), "r1") == "r1"
-    assert locks.claim_run(("Once", "u"), "r2") == "r1"
+def turnstile() -> VirtualObject:
+    """`hold` keeps its key across two waits on awakeables; `enter` appends to the key's log."""
+    obj = VirtualObject("Turnstile")
+
+    @obj.handler()
+    async def hold(ctx: ObjectContext, tag: str) -> str:
+        _, first = ctx.awakeable(str)
+        await first
+        _, second = ctx.awakeable(str)
+        return f"{tag}: {await second}"
+
+    @obj.handler()
+    async def enter(ctx: ObjectContext, tag: str) -> list[str]:
+        log = [*(await ctx.get("log", list[str]) or []), tag]
+        ctx.set("log", log)
+        return log
+
+    return obj
+
+
+def open_awakeable(inv: Invocation) -> str:
+    """The id of the awakeable `inv` waits on."""
+    entry = inv.journal[inv.waiting_on[0]]
+    assert isinstance(entry, AwakeableEntry)
+    return entry.id
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_free_key_goes_to_the_earliest_waiter_and_a_workflow_runs_once(mode: Any) -> None:
+    wf, caller, _ = _once()
+    rt = LocalRuntime([turnstile(), wf, caller], mode=mode)
+    a = await rt.start("Turnstile", "hold", "a", key="k")
+    b = await rt.start("Turnstile", "hold", "b", key="k")
+    c = await rt.start("Turnstile", "enter", "c", key="k")
+    assert (a.status, b.status, c.status) == ("suspended", "pending", "pending")
+    # The holder running again (a new attempt after its first wait) keeps the key.
+    rt.resolve_awakeable(open_awakeable(a), "one")
+    await rt.resume(a)
+    assert a.status == "suspended" and len(a.waiting_on) == 1
+    assert (b.status, b.attempts, c.status, c.attempts) == ("pending", 0, "pending", 0)
+    # An invocation that neither holds the key nor waits for it completing changes nothing.
+    assert await rt.call("Turnstile", "enter", "z", key="other") == ["z"]
+    assert (b.status, c.status) == ("pending", "pending")
+    # The holder completes: the earliest waiter gets the key; a newcomer queues behind the others.
+    rt.resolve_awakeable(open_awakeable(a), "two")
+    await rt.resume(a)
+    assert a.result() == "a: two"
+    assert b.status == "suspended" and b.attempts > 0
+    d = await rt.start("Turnstile", "enter", "d", key="k")
+    assert (c.status, d.status) == ("pending", "pending")
+    # c gives up waiting (cancelled, never run): once b is done, d is next.
+    await rt.cancel(c)
+    assert c.attempts == 0 and c.is_done
+    for _ in range(2):
+        rt.resolve_awakeable(open_awakeable(b), "ok")
+        await rt.resume(b)
+    assert b.result() == "b: ok"
+    assert d.result() == ["d"]
+    assert rt.state[("Turnstile", "k")] == {"log": b'["d"]'}
+    # A workflow key's run is claimed once: asking again gets the first run.
+    run = await rt.start("Once", "run", "first@example.com", key="u")
+    assert await rt.start("Once", "run", "second@example.com", key="u") is run
+    assert run.result() == "ran for first@example.com"

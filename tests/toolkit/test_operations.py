@@ -7,13 +7,12 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import msgspec
 import pytest
 
 from examples.orders import Order, orders
 from handlers_sdk import Context, ObjectContext, Service, TerminalError, VirtualObject
 from handlers_sdk.protocol import AwakeableEntry, CancelEntry, RunEntry, SleepEntry
-from handlers_sdk.testing import LocalRuntime
+from handlers_sdk.testing import Invocation, LocalRuntime
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -181,13 +180,11 @@ async def test_a_wait_completed_after_the_cancellation_does_not_change_the_repla
     log: list[str] = []
     rt = LocalRuntime(saga(log), mode=mode)
 
-    def resolve_during_refund(rt: LocalRuntime, inv: Any, index: int, entry: RunEntry) -> RunEntry:
+    def resolve_during_refund(rt: LocalRuntime, inv: Invocation, index: int, entry: RunEntry) -> None:
         if entry.name == "refund":
-            for i, waited in list(inv.journal.items()):
+            for waited in inv.journal.values():
                 if isinstance(waited, AwakeableEntry) and not waited.completed:
-                    resolved = msgspec.structs.replace(waited, completed=True, value=msgspec.Raw(b'"approved"'))
-                    inv.journal[i] = rt.numbered(inv, resolved)
-        return entry
+                    rt.resolve_awakeable(waited.id, "approved")
 
     rt.register_commit_hook(RunEntry, resolve_during_refund)
     inv = await rt.start("Saga", "order")

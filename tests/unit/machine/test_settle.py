@@ -217,15 +217,20 @@ def test_refused_outcome_entries_fail_the_attempt(
     assert world.keys("invocations") == [record.id.encode()]
 
 
-def test_an_outcome_entry_at_a_taken_index_is_fenced(world: World) -> None:
-    """An outcome whose entry collides with another operation already journaled is Fenced (an
-    attempt overtook this one), and changes nothing."""
+def test_an_outcome_entry_at_a_taken_index_fails_the_attempt(world: World) -> None:
+    """The current attempt's outcome rewriting a journaled index (another operation there) is a
+    failed attempt: the journal keeps the first entry and the invocation backs off for a retry,
+    rather than being dropped as stale and left running with nothing in flight."""
     record = world.start()
     world.append(record, 0, RunEntry(name="first"))
-    before = world.record(record.id)
-    with pytest.raises(Fenced):
-        world.settle(record, Completed(entries=[JournalItem(index=0, entry=RunEntry(name="other"))]))
-    assert world.record(record.id) == before
+    done, effects, applied = world.settle(
+        record, Completed(entries=[JournalItem(index=0, entry=RunEntry(name="other"))])
+    )
+    assert isinstance(applied, AttemptFailure)
+    assert applied.failure.code == 409 and "already taken" in applied.failure.message
+    assert (done.status, done.retry_count) == ("backing-off", 1)
+    assert effects.retry == [done] and effects.completed == []
+    assert [item.entry for item in world.items(record.id)] == [RunEntry(name="first")]
 
 
 @pytest.mark.parametrize(

@@ -12,6 +12,7 @@ record's transitions); this module sequences them per use case.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ from durable_core.journal import write_entries as _write_entries
 from durable_core.keyed import object_hash, read_promises, read_state, replace_state
 from durable_core.keys import (
     START_INDEX,
+    expiry_key,
     idempotency_key,
     journal_key,
     split_expiry_key,
@@ -70,7 +72,10 @@ from handlers_sdk.protocol import (
     parse_awakeable_id,
 )
 
-__all__ = ["AttemptFailure", "Limits", "Machine", "TimerFire", "errored_failure"]
+#: Meta row: the retention every stored expiry was stamped with (see `Machine.apply_retention`).
+_RETENTION_ROW = b"retention_ms"
+
+__all__ = ["AttemptFailure", "DeploymentRemoval", "Limits", "Machine", "TimerFire", "errored_failure"]
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,20 @@ class TimerFire:
     due_ms: int
     invocation_id: str
     index: int
+
+
+@dataclass(frozen=True)
+class DeploymentRemoval:
+    """What `Machine.remove_deployment` changed."""
+
+    #: The removed deployment, as it was stored.
+    deployment: DeploymentRecord
+    #: Services it served that no other deployment serves: removed with it.
+    removed_services: list[str]
+    #: Services it served that another deployment serves too: now routed to that one.
+    moved_services: list[ServiceRecord]
+    #: Invocations not completed that were pinned to it (only a forced removal has any).
+    pinned: list[str]
 
 
 class Machine:
@@ -520,6 +539,40 @@ class Machine:
                 pass
         return purged
 
+    def retention_applied(self, txn: ReadTxn) -> bool:
+        """True if every stored completed invocation expires by the current retention (the last
+        `apply_retention` walk ran to its end with this very retention)."""
+        stored = txn.get("meta", _RETENTION_ROW)
+        return stored is not None and int(stored) == self.limits.retention_ms
+
+    def apply_retention(self, txn: Txn, after: bytes, limit: int) -> bytes | None:
+        """Re-stamp up to `limit` completed invocations with the current retention, walking the
+        retention index from `after` (exclusive); returns where to go on, or None once done.
+
+        Expiry is stamped at completion, so without this a changed ``--retention`` would apply
+        only to invocations completed after the change. A moved row may land after the cursor;
+        it is then already right and left alone, so each row moves at most once.
+        """
+        retention_ms = self.limits.retention_ms
+        start = after + b"\x00" if after else b""
+        keys = [key for key, _ in itertools.islice(txn.items_from("expiry", start), limit)]
+        for key in keys:
+            expires_ms, invocation_id = split_expiry_key(key)
+            record = read_record(txn, invocation_id)
+            if record is None or not record.is_completed:
+                txn.delete("expiry", key)  # an orphan row: nothing left to purge
+                continue
+            wanted = record.completed_ms + retention_ms
+            if wanted == expires_ms:
+                continue
+            txn.delete("expiry", key)
+            txn.put("expiry", expiry_key(wanted, invocation_id), b"")
+            put_record(txn, msgspec.structs.replace(record, expires_ms=wanted))
+        if len(keys) < limit:
+            txn.put("meta", _RETENTION_ROW, str(retention_ms).encode("ascii"))
+            return None
+        return keys[-1]
+
     # -- deployments and state ------------------------------------------------------------------
 
     def register(self, txn: Txn, deployment: DeploymentRecord, services: Iterable[ServiceRecord]) -> None:
@@ -527,6 +580,55 @@ class Machine:
         txn.put("deployments", deployment.id.encode(), encode_record(deployment))
         for svc in services:
             txn.put("services", svc.name.encode(), encode_record(svc))
+
+    def remove_deployment(self, txn: Txn, deployment_id: str, *, force: bool = False) -> DeploymentRemoval:
+        """Remove a deployment, and the services it serves unless another deployment serves them.
+
+        A service whose record points at this deployment is removed if no other deployment
+        announced it, else routed to the most recently registered deployment that did (with the
+        handlers it has now: a later registration of that deployment refreshes them). A service
+        already routed to another deployment is left alone.
+
+        Invocations not completed and pinned to the deployment (their ``deployment_id``) would
+        lose the handler code their journal was written by, so they refuse the removal unless
+        `force`: then their next attempts go to the latest deployment of their service, or fail
+        with 503 if none is left.
+
+        Raises:
+            NotFound: no such deployment.
+            Conflict: invocations not completed are pinned to it and `force` is not set.
+        """
+        key = deployment_id.encode("utf-8", "surrogatepass")
+        # Stores refuse empty keys and keys over 511 bytes: no deployment has such an id.
+        data = txn.get("deployments", key) if 0 < len(key) <= 511 else None
+        if data is None:
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        deployment = decode_record(data, DeploymentRecord)
+        pinned = [record.id for record in self.active(txn) if record.deployment_id == deployment_id]
+        if pinned and not force:
+            shown = ", ".join(pinned[:3]) + (", ..." if len(pinned) > 3 else "")
+            count = f"{len(pinned)} invocation{'s' if len(pinned) != 1 else ''}"
+            raise Conflict(
+                f"deployment '{deployment_id}' has {count} not completed pinned to it ({shown}): let them "
+                "complete, cancel or kill them, or force the removal (force=true)"
+            )
+        txn.delete("deployments", key)
+        others = [dep for dep in self.deployments(txn) if dep.id != deployment_id]
+        removed: list[str] = []
+        moved: list[ServiceRecord] = []
+        for svc in self.services(txn):
+            if svc.deployment_id != deployment_id:
+                continue
+            serving = [dep for dep in others if svc.name in dep.services]
+            if serving:
+                latest = max(serving, key=lambda dep: (dep.created_ms, dep.id))
+                routed = msgspec.structs.replace(svc, deployment_id=latest.id)
+                txn.put("services", svc.name.encode(), encode_record(routed))
+                moved.append(routed)
+            else:
+                txn.delete("services", svc.name.encode())
+                removed.append(svc.name)
+        return DeploymentRemoval(deployment, removed, moved, pinned)
 
     def replace_state(self, txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
         """Replace the whole state of an object or workflow key (an operator's edit)."""
@@ -580,12 +682,33 @@ class Machine:
         handler: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        before: str | None = None,
+        order: str = "asc",
     ) -> tuple[list[InvocationRecord], str | None]:
-        """A page of invocations in id order, filtered; returns it and the cursor of the next page."""
+        """A page of invocations in id (creation) order, filtered; returns it and the cursor of
+        the next page (the last id on this one, None when nothing more matches).
+
+        `order` ``"asc"`` lists oldest first, from the first id after `after`; ``"desc"`` lists
+        newest first, from the last id before `before`. A status other than completed is read
+        from the small index of active invocations, in either order.
+
+        Raises:
+            BadRequest: an unknown order, a cursor of the other order, or a cursor that cannot
+                be an invocation id.
+        """
+        if order not in ("asc", "desc"):
+            raise BadRequest(f"unknown order '{order}': use asc (oldest first) or desc (newest first)")
+        if order == "asc" and before:
+            raise BadRequest("the before cursor pages newest first: use it with order=desc")
+        if order == "desc" and after:
+            raise BadRequest("the after cursor pages oldest first: use it with order=asc")
         db = "active" if status is not None and status != "completed" else "invocations"
         found: list[InvocationRecord] = []
-        start = after.encode("ascii") + b"\x00" if after else b""
-        for key, _ in txn.items_from(db, start):
+        if order == "desc":
+            keys = txn.items_before(db, _cursor_key(before) if before else None)
+        else:
+            keys = txn.items_from(db, _cursor_key(after) + b"\x00" if after else b"")
+        for key, _ in keys:
             data = txn.get("invocations", key)
             if data is None:
                 continue
@@ -617,6 +740,14 @@ class Machine:
     def services(self, txn: ReadTxn) -> list[ServiceRecord]:
         """Every registered service."""
         return [decode_record(value, ServiceRecord) for _, value in txn.items_from("services", b"")]
+
+
+def _cursor_key(cursor: str) -> bytes:
+    """The key of a paging cursor (an invocation id), or BadRequest."""
+    try:
+        return cursor.encode("ascii")
+    except UnicodeEncodeError:
+        raise BadRequest(f"'{cursor}' is not an invocation id") from None
 
 
 def _cap_entries(entries: list[JournalItem], limits: Limits) -> list[JournalItem]:

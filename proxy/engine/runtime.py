@@ -21,7 +21,7 @@ from durable_core.effects import Effects
 from durable_core.errors import BadRequest, NotFound, Unavailable
 from durable_core.journal import new_seed
 from durable_core.keys import new_invocation_id
-from durable_core.machine import Limits, Machine
+from durable_core.machine import DeploymentRemoval, Limits, Machine
 from durable_core.records import Action, InvocationRecord, Status
 from durable_core.retry import RetryPolicy
 from durable_core.txn import DBS
@@ -119,6 +119,7 @@ class Runtime:
         await self._recover()
         self.timers.start()
         self.sweeper.start()
+        self._spawn(self.sweeper.apply_retention_logged())
         self.residency.start()
         for uri in self.settings.deployments:
             self._spawn(self._register_until_up(uri))
@@ -272,6 +273,15 @@ class Runtime:
         """Journal one entry a handler acked (see `Invoker.append`). Returns after commit."""
         return await self.invoker.append(request)
 
+    async def remove_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRemoval:
+        """Remove a deployment and the services only it serves. Returns after commit.
+
+        Raises:
+            NotFound: unknown deployment. Conflict: invocations not completed are pinned to it
+                and `force` is not set.
+        """
+        return await self.registry.remove(deployment_id, force)
+
     async def replace_state(self, service: str, key: str, state: dict[str, bytes]) -> None:
         """Replace the whole state of an object or workflow key. Returns after commit."""
         await self.writer.submit(lambda txn: self.machine.replace_state(txn, service, key, state))
@@ -305,12 +315,16 @@ class Runtime:
         handler: str | None = None,
         limit: int = 50,
         after: str | None = None,
+        before: str | None = None,
+        order: str = "asc",
     ) -> tuple[list[InvocationRecord], str | None]:
-        """A page of invocations in id order, filtered; returns it and the cursor of the next page."""
+        """A page of invocations in id order (`order` asc: oldest first, paged with `after`; desc:
+        newest first, paged with `before`), filtered; returns it and the cursor of the next page."""
         with self.store.read() as txn:
             return self.machine.list_invocations(
-                txn, status=status, service=service, handler=handler, limit=limit, after=after
-            )
+                txn, status=status, service=service, handler=handler, limit=limit, after=after, before=before,
+                order=order,
+            )  # fmt: skip
 
     def status_counts(self) -> dict[str, int]:
         """How many invocations are in each status."""

@@ -42,6 +42,31 @@ class Sweeper:
         """Stop the loop."""
         await self._periodic.close()
 
+    async def apply_retention(self) -> int:
+        """Re-stamp stored completed invocations with the current retention (once after a change
+        of ``--retention``; a no-op when it did not change), then sweep; returns how many rows
+        moved. Runs in batches, so the proxy serves meanwhile."""
+        with self._store.read() as txn:
+            if self._machine.retention_applied(txn):
+                return 0
+        log.info("applying the retention of %d ms to completed invocations", self._machine.limits.retention_ms)
+        cursor: bytes | None = b""
+        batches = 0
+        while cursor is not None:
+            cursor = await self._writer.submit(
+                functools.partial(self._machine.apply_retention, after=cursor, limit=_BATCH)
+            )
+            batches += 1
+        await self.sweep()
+        return batches
+
+    async def apply_retention_logged(self) -> None:
+        """`apply_retention`, logging (not raising) a failure: it is tried again at the next start."""
+        try:
+            await self.apply_retention()
+        except Exception:  # a background task: the next start tries again
+            log.exception("applying the retention to stored invocations failed")
+
     async def sweep(self) -> int:
         """Purge every invocation whose retention has passed; returns how many."""
         total = 0

@@ -7,6 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import anyio
 import pytest
 
 from durable_core.errors import Conflict
@@ -111,3 +112,31 @@ async def test_a_failing_write_does_not_sink_its_batch(start: StartHarness) -> N
     assert isinstance(results[1], Conflict) and isinstance(results[2], ValueError)
     store = h.apps.runtime.store
     assert [store.get("inputs", k) for k in (b"a", b"b", b"c", b"d")] == [b"1", None, None, b"1"]
+
+
+async def test_a_lowered_retention_applies_to_invocations_completed_before_it(
+    start: StartHarness, tmp_path: Path
+) -> None:
+    """Expiry is stamped at completion; restarting with a shorter ``--retention`` re-stamps what
+    is stored, so invocations completed under the old (24 h) retention are purged by the new one."""
+    data_dir = str(tmp_path / "shared")
+    runs: Counter[str] = Counter()
+    gate = asyncio.Event()
+    gate.set()
+    first = await start([two_steps(runs, gate)], data_dir=data_dir, retention=24 * 3600.0)
+    done = [await first.send("/Resume/go") for _ in range(3)]
+    for inv in done:
+        await first.wait_status(inv, "completed")
+    await first.stop()
+
+    second = await start([two_steps(runs, gate)], data_dir=data_dir, retention=0.001, sweep_interval=3600.0)
+    with anyio.fail_after(5):
+        while (await second.counts())["invocations"] > 0:
+            await asyncio.sleep(0.01)
+    assert (await second.counts())["journal"] == 0
+    assert second.apps.runtime.sweeper.purged == 3
+    for inv in done:
+        assert (await second.admin.get(f"/invocations/{inv}")).status_code == 404
+
+    # Once applied, a restart with the same retention walks nothing again.
+    assert await second.apps.runtime.sweeper.apply_retention() == 0

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import pytest
 
 from durable_core.errors import NotFound
 from durable_core.keyed import object_hash, read_promise
 from durable_core.keys import expiry_key, idempotency_key, split_expiry_key
+from durable_core.machine import Machine
 from durable_core.records import DeploymentRecord, InvocationRecord, ServiceRecord, Status
 from handlers_sdk.protocol import Completed, PromiseCompleteEntry, RunEntry, SetStateEntry
 from tests.unit.machine.world import NOW, RETENTION_MS, World
@@ -181,3 +184,45 @@ def test_list_invocations_pages_with_a_cursor(world: World, status: str | None) 
             break
         assert after == found[-1].id
     assert pages == [ids[0:2], ids[2:4], ids[4:5]]
+
+
+@pytest.mark.parametrize("new_retention_ms", [5_000, RETENTION_MS * 10], ids=["lowered", "raised"])
+@pytest.mark.parametrize("limit", [1, 2, 100], ids=["batch-1", "batch-2", "one-batch"])
+def test_apply_retention_restamps_what_completed_under_the_old_retention(
+    world: World, new_retention_ms: int, limit: int
+) -> None:
+    """A changed retention applies to invocations completed before the change: every expiry row
+    and record is re-stamped to completed_ms + the new retention, in batches from a cursor, each
+    row moved once, and the walk records the retention it applied (a second walk is a no-op)."""
+    completed = [_complete_at(world, NOW + offset) for offset in (30, 0, 20, 10)]
+    assert not world.read(world.machine.retention_applied)
+    machine = Machine(dataclasses.replace(world.machine.limits, retention_ms=new_retention_ms), world.machine.resolve)
+    cursor: bytes | None = b""
+    walks = 0
+    while cursor is not None:
+        cursor = world.write(lambda txn, after=cursor: machine.apply_retention(txn, after, limit))
+        walks += 1
+        # Each row is visited at most twice (before and after it moved): the walk ends.
+        assert walks <= 2 * len(completed) + 1
+    assert world.read(machine.retention_applied)
+    assert not world.read(world.machine.retention_applied)  # the old retention no longer holds
+    expected = sorted((record.completed_ms + new_retention_ms, record.id) for record in completed)
+    assert [split_expiry_key(key) for key in world.keys("expiry")] == expected
+    for record in completed:
+        assert world.record(record.id).expires_ms == record.completed_ms + new_retention_ms
+    before = world.keys("expiry")
+    assert world.write(lambda txn: machine.apply_retention(txn, b"", 100)) is None
+    assert world.keys("expiry") == before
+    # Now the sweep follows the new retention.
+    due = world.read(lambda txn: machine.due_expiries(txn, NOW + 10 + new_retention_ms, 100))
+    assert [split_expiry_key(key)[1] for key in due] == [r.id for r in sorted(completed, key=lambda r: r.completed_ms)][
+        :2
+    ]
+
+
+def test_apply_retention_drops_orphan_rows(world: World) -> None:
+    """A retention row whose invocation is gone (or not completed) is removed by the walk."""
+    done = _complete_at(world, NOW)
+    world.write(lambda txn: txn.put("expiry", expiry_key(NOW + 1, "inv_gone"), b""))
+    assert world.write(lambda txn: world.machine.apply_retention(txn, b"", 100)) is None
+    assert [split_expiry_key(key)[1] for key in world.keys("expiry")] == [done.id]

@@ -540,10 +540,14 @@ class Machine:
         return purged
 
     def retention_applied(self, txn: ReadTxn) -> bool:
-        """True if every stored completed invocation expires by the current retention (the last
-        `apply_retention` walk ran to its end with this very retention)."""
+        """True if every stored completed invocation expires by the current retention: none is
+        stored, or the last `apply_retention` walk ran to its end with this very retention."""
         stored = txn.get("meta", _RETENTION_ROW)
-        return stored is not None and int(stored) == self.limits.retention_ms
+        if stored is None:
+            # Never walked: true only if nothing completed is stored (then there is nothing to do,
+            # and no write: a fresh store starts without an extra commit).
+            return next(txn.items_from("expiry", b""), None) is None
+        return int(stored) == self.limits.retention_ms
 
     def apply_retention(self, txn: Txn, after: bytes, limit: int) -> bytes | None:
         """Re-stamp up to `limit` completed invocations with the current retention, walking the

@@ -13,7 +13,7 @@ record's transitions); this module sequences them per use case.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import msgspec
@@ -668,14 +668,13 @@ class Machine:
         found = txn.get("workflows", object_hash(workflow, key))
         return None if found is None else found.decode("ascii")
 
-    def active(self, txn: ReadTxn) -> list[InvocationRecord]:
-        """Every invocation that has not completed, in id order."""
-        records: list[InvocationRecord] = []
+    def active(self, txn: ReadTxn) -> Iterator[InvocationRecord]:
+        """Every invocation that has not completed, in id order, one at a time (there may be
+        many: callers that only count or filter must not hold them all)."""
         for key, _ in txn.items_from("active", b""):
             data = txn.get("invocations", key)
             if data is not None:
-                records.append(decode_record(data, InvocationRecord))
-        return records
+                yield decode_record(data, InvocationRecord)
 
     def list_invocations(
         self,
@@ -731,10 +730,11 @@ class Machine:
     def status_counts(self, txn: ReadTxn) -> dict[str, int]:
         """How many invocations are in each status."""
         counts: dict[str, int] = {}
-        active = self.active(txn)
-        for record in active:
+        active = 0
+        for record in self.active(txn):
             counts[record.status] = counts.get(record.status, 0) + 1
-        counts["completed"] = txn.count("invocations") - len(active)
+            active += 1
+        counts["completed"] = txn.count("invocations") - active
         return counts
 
     def deployments(self, txn: ReadTxn) -> list[DeploymentRecord]:

@@ -62,6 +62,15 @@ def _service_view(svc: ServiceRecord) -> dict[str, Any]:
     return {"name": svc.name, "type": svc.type, "handlers": handlers, "deployment_id": svc.deployment_id}
 
 
+def _flag(value: str | None, name: str) -> bool:
+    """A boolean query parameter: absent, ``false``/``0`` or ``true``/``1`` (else BadRequest)."""
+    if value is None or value.lower() in ("false", "0", ""):
+        return False
+    if value.lower() in ("true", "1"):
+        return True
+    raise BadRequest(f"{name} must be true or false, got '{value}'")
+
+
 def _failure_view(failure: Failure) -> dict[str, Any]:
     # Spelled out: the wire struct omits default fields, so code 500 would vanish from the view.
     return {"code": failure.code, "message": failure.message}
@@ -81,7 +90,8 @@ def invocation_view(runtime: Runtime, record: InvocationRecord, with_journal: bo
         "deployment_id": record.deployment_id,
         "attempt": record.attempt,
         "retry_count": record.retry_count,
-        "next_retry_ms": record.next_retry_ms or None,
+        # A completed invocation keeps the retry time it had when it was killed: nothing is next.
+        "next_retry_ms": None if record.is_completed else record.next_retry_ms or None,
         "last_failure": _failure_view(record.last_failure) if record.last_failure else None,
         "idempotency_key": record.idempotency_key,
         "completed_ms": record.completed_ms or None,
@@ -147,6 +157,18 @@ def create_admin(runtime: Runtime) -> Starlette:
         if dep is None:
             raise NotFound(f"deployment '{request.path_params['id']}' not found")
         return json_response(_deployment_view(dep))
+
+    async def remove_deployment(request: Request) -> Response:
+        """Restate's ``DELETE /deployments/{id}?force=``: 202 once removed, with what changed."""
+        force = _flag(request.query_params.get("force"), "force")
+        removal = await runtime.remove_deployment(request.path_params["id"], force)
+        view = _deployment_view(removal.deployment)
+        view.update(
+            removed_services=removal.removed_services,
+            moved_services=[_service_view(s) for s in removal.moved_services],
+            pinned_invocations=removal.pinned,
+        )
+        return json_response(view, 202)
 
     async def services(request: Request) -> Response:
         return json_response({"services": [_service_view(s) for s in runtime.registry.services.values()]})
@@ -218,11 +240,12 @@ def create_admin(runtime: Runtime) -> Starlette:
             raise BadRequest("limit must be an integer") from None
         if not 1 <= limit <= 1000:
             raise BadRequest("limit must be between 1 and 1000")
-        records, next_after = runtime.list_invocations(
-            status, query.get("service"), query.get("handler"), limit, query.get("after")
-        )
+        records, cursor = runtime.list_invocations(
+            status, query.get("service"), query.get("handler"), limit, query.get("after"), query.get("before"),
+            query.get("order", "asc"),
+        )  # fmt: skip
         views = [invocation_view(runtime, r, with_journal=False) for r in records]
-        return json_response({"invocations": views, "next": next_after})
+        return json_response({"invocations": views, "next": cursor})
 
     async def act(request: Request) -> Response:
         action = request.path_params["action"]
@@ -266,6 +289,7 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/deployments", register, methods=["POST"]),
         Route("/deployments", deployments, methods=["GET"]),
         Route("/deployments/{id}", deployment, methods=["GET"]),
+        Route("/deployments/{id}", remove_deployment, methods=["DELETE"]),
         Route("/services", services, methods=["GET"]),
         Route("/services/{name}", service, methods=["GET"]),
         Route("/services/{name}/state/{key}", get_state, methods=["GET"]),

@@ -2,9 +2,10 @@
 
 The page is static HTML, JavaScript and CSS kept in ``proxy/api/static/`` (package data, no build step
 and nothing fetched from the internet): the script reads the admin API with ``fetch`` to list
-invocations and show one invocation's journal as a timeline, with the cancel, kill, pause,
-resume and purge actions. Only the files named in `_ASSETS` are served, read once when the routes
-are built, with a Content-Security-Policy that allows nothing but this origin.
+invocations (newest first: ``GET /invocations?order=desc``, paged back with ``before=``) and show
+one invocation's journal as a timeline, with the cancel, kill, pause, resume and purge actions.
+Only the files named in `_ASSETS` are served, read once when the routes are built, with a
+Content-Security-Policy that allows nothing but this origin.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import msgspec
 
 from durable_core.errors import BadRequest, NotFound, Unavailable
 from durable_core.journal import resolve_in
-from durable_core.machine import Machine
+from durable_core.machine import DeploymentRemoval, Machine
 from durable_core.records import DeploymentRecord, HandlerKind, ServiceRecord, ServiceType
 from durable_core.txn import Backend
 from handlers_sdk.clock import Clock
@@ -117,3 +117,27 @@ class Registry:
             self.services[svc.name] = svc
         log.info("registered deployment %s at %s: %s", dep.id, uri, ", ".join(dep.services))
         return dep, services
+
+    async def remove(self, deployment_id: str, force: bool = False) -> DeploymentRemoval:
+        """Remove a deployment and the services only it serves (see `Machine.remove_deployment`).
+        Returns after commit, with the routing table updated.
+
+        Raises:
+            NotFound: unknown deployment. Conflict: invocations not completed are pinned to it
+                and `force` is not set.
+        """
+        machine = self.machine
+        assert machine is not None, "load() first"
+        removal = await self._writer.submit(lambda txn: machine.remove_deployment(txn, deployment_id, force=force))
+        self.deployments.pop(deployment_id, None)
+        for name in removal.removed_services:
+            self.services.pop(name, None)
+        for svc in removal.moved_services:
+            self.services[svc.name] = svc
+        log.info(
+            "removed deployment %s at %s%s: services removed: %s; moved to another deployment: %s",
+            deployment_id, removal.deployment.uri,
+            f" (forced, {len(removal.pinned)} invocations pinned to it)" if removal.pinned else "",
+            ", ".join(removal.removed_services) or "none", ", ".join(s.name for s in removal.moved_services) or "none",
+        )  # fmt: skip
+        return removal

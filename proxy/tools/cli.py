@@ -2,8 +2,9 @@
 
 Examples::
 
-    python -m proxy invocations ls                      # everything not completed yet
+    python -m proxy invocations ls                      # everything not completed yet, newest first
     python -m proxy invocations ls --all --limit 20     # completed ones too
+    python -m proxy invocations ls --all --oldest-first # in creation order
     python -m proxy invocations ls --status paused --service OrderFulfillment
     python -m proxy invocations show inv_06h...         # status, failure and the numbered journal
     python -m proxy invocations cancel inv_06h...       # prints the new status
@@ -11,6 +12,7 @@ Examples::
     python -m proxy invocations resume inv_06h... --latest
     python -m proxy services ls
     python -m proxy deployments add http://127.0.0.1:9080
+    python -m proxy deployments rm dp_4f...             # or its URL; --force if invocations are pinned
 
 The admin URL comes from ``--admin`` or ``PROXY_ADMIN_URL`` (default ``http://127.0.0.1:9070``).
 Exit codes: 0 ok, 1 the API answered an error (or cannot be reached), 2 usage error.
@@ -23,6 +25,7 @@ import json
 import os
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -120,10 +123,14 @@ class AdminClient:
         handler: str | None,
         limit: int,
         after: str | None,
+        before: str | None = None,
+        order: str = "asc",
     ) -> tuple[list[dict[str, Any]], str | None]:
-        """One page of ``GET /invocations``: the views and the cursor of the next page."""
-        params: dict[str, str | int] = {"limit": limit}
-        for name, value in (("status", status), ("service", service), ("handler", handler), ("after", after)):
+        """One page of ``GET /invocations``: the views and the cursor of the next page (`order`
+        asc: oldest first from `after`; desc: newest first from `before`)."""
+        params: dict[str, str | int] = {"limit": limit, "order": order}
+        fields = (("status", status), ("service", service), ("handler", handler), ("after", after), ("before", before))
+        for name, value in fields:
             if value is not None:
                 params[name] = value
         data = self.request("GET", "/invocations", params)
@@ -140,6 +147,11 @@ def _print_json(value: Any, out: TextIO) -> None:
 def _cmd_ls(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
     if args.all and args.status:
         raise _UsageError("use either --all or --status")
+    # Newest first unless asked (an --after cursor pages forward in creation order).
+    oldest_first = bool(args.oldest_first or args.after)
+    if oldest_first and args.before:
+        raise _UsageError("--before pages newest first: not with --after or --oldest-first")
+    order = "asc" if oldest_first else "desc"
     if args.status:
         statuses: list[str | None] = list(args.status)
     elif args.all:
@@ -147,15 +159,17 @@ def _cmd_ls(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
     else:
         statuses = list(ACTIVE_STATUSES)
     # One query per status (each pages the proxy's small index of active invocations), merged in
-    # id order, which is creation order.
+    # id order (creation order for ids the proxy made: a call's or send's child has a hash id).
     merged: dict[str, dict[str, Any]] = {}
     more = False
     for status in statuses:
-        page, cursor = client.list_invocations(status, args.service, args.handler, args.limit, args.after)
+        page, cursor = client.list_invocations(
+            status, args.service, args.handler, args.limit, args.after, before=args.before, order=order
+        )
         more = more or cursor is not None
         for view in page:
             merged[view["id"]] = view
-    views = [merged[k] for k in sorted(merged)]
+    views = [merged[k] for k in sorted(merged, reverse=not oldest_first)]
     if len(views) > args.limit:
         views, more = views[: args.limit], True
     next_cursor = views[-1]["id"] if more and views else None
@@ -180,7 +194,7 @@ def _cmd_ls(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
         what = "invocations" if args.all or args.status else "invocations in flight (use --all to see completed ones)"
         out.write(f"no {what}\n")
     if next_cursor:
-        out.write(f"more: add --after {next_cursor}\n")
+        out.write(f"more: add {'--after' if oldest_first else '--before'} {next_cursor}\n")
     return EXIT_OK
 
 
@@ -297,6 +311,40 @@ def _cmd_deployments_add(client: AdminClient, args: argparse.Namespace, out: Tex
     return EXIT_OK
 
 
+def _cmd_deployments_rm(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    dep_id: str = args.id
+    if dep_id.startswith(("http://", "https://")):
+        uri = dep_id.rstrip("/")
+        found = [d for d in client.request("GET", "/deployments")["deployments"] if d["uri"] == uri]
+        if not found:
+            raise ApiError(f"no deployment is registered at {uri} (see: python -m proxy deployments ls)", 404)
+        dep_id = found[0]["id"]
+    params: dict[str, str | int] = {"force": "true"} if args.force else {}
+    try:
+        result = client.request("DELETE", f"/deployments/{urllib.parse.quote(dep_id, safe='')}", params)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        print("hint: add --force to remove it anyway", file=sys.stderr)
+        return EXIT_API
+    if args.json:
+        _print_json(result, out)
+        return EXIT_OK
+    out.write(f"removed {result['id']} at {result['uri']}\n")
+    removed = result.get("removed_services", [])
+    out.write(f"services removed: {', '.join(removed) or 'none'}\n")
+    for svc in result.get("moved_services", []):
+        out.write(f"service {svc['name']} is now served by {svc['deployment_id']}\n")
+    pinned = result.get("pinned_invocations", [])
+    if pinned:
+        out.write(
+            f"{len(pinned)} invocation{'s' if len(pinned) != 1 else ''} not completed were pinned to it: their next "
+            "attempts go to the latest deployment of their service, or fail with 503 if there is none\n"
+        )
+    return EXIT_OK
+
+
 # -- argument parsing ---------------------------------------------------------------------------
 
 
@@ -348,7 +396,11 @@ def _parser() -> argparse.ArgumentParser:
     ls.add_argument("--service", help="only invocations of this service")
     ls.add_argument("--handler", help="only invocations of this handler")
     ls.add_argument("--limit", type=_positive, default=50, help="rows per page, 1..1000 (default 50)")
-    ls.add_argument("--after", help="page cursor: list invocations after this id (printed as `more:`)")
+    ls.add_argument(
+        "--before", help="page cursor: list invocations older than this id, newest first (printed as `more:`)"
+    )
+    ls.add_argument("--after", help="page cursor: list invocations newer than this id, oldest first")
+    ls.add_argument("--oldest-first", action="store_true", help="list in creation order (default: newest first)")
     ls.add_argument("--width", type=int, default=70, help="max width of the INFO column (default 70)")
     ls.set_defaults(run=_cmd_ls)
     show = inv_cmds.add_parser("show", aliases=["get"], parents=[common], help="one invocation with its journal")
@@ -382,6 +434,17 @@ def _parser() -> argparse.ArgumentParser:
     add = dep_cmds.add_parser("add", aliases=["register"], parents=[common], help="register a handler service URL")
     add.add_argument("uri", help="base URL of the handler service, e.g. http://127.0.0.1:9080")
     add.set_defaults(run=_cmd_deployments_add)
+    rm = dep_cmds.add_parser(
+        "rm",
+        aliases=["remove", "delete"],
+        parents=[common],
+        help="remove a deployment and the services only it serves",
+        description="Remove a deployment (by id, or by its URL) and the services no other deployment serves. "
+        "Refused while invocations not completed are pinned to it, unless --force.",
+    )
+    rm.add_argument("id", help="deployment id (dp_...) or its URL")
+    rm.add_argument("--force", action="store_true", help="remove it even if invocations not completed are pinned to it")
+    rm.set_defaults(run=_cmd_deployments_rm)
     return parser
 
 

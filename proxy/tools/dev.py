@@ -7,6 +7,13 @@ background registration at start) and registered again whenever its ``/discovery
 longer matches what the proxy knows (checked every second: a reload may add services or
 handlers). Ctrl-C or SIGTERM stops the servers, the handler and removes the temporary data dir.
 
+An edit that breaks the handler's import (a syntax error, a bad import) does not leave a dead
+port behind: uvicorn runs `handler_app`, which imports the user's app and, if that fails, serves
+an app answering every request 503 with the import error instead. Attempts then fail at once
+with that error as the invocation's last failure, the dev terminal says what is wrong, and
+dev mode's short retries (every second at most, without limit; an attempt silent for 5 s is
+abandoned) run the invocation again as soon as the fixed file is reloaded.
+
 The argument is a file (``examples/orders.py``, ``path/to/handlers.py``), a module
 (``examples.orders``) or ``module:attr``. Without an attribute the app is the module's
 ``application`` (or ``app``) built by ``handlers_sdk.app(...)``, else its only `HandlerApp`.
@@ -21,12 +28,14 @@ import ctypes
 import importlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,12 +43,32 @@ from typing import Any, TextIO
 
 import httpx
 
-__all__ = ["DevOptions", "HandlerTarget", "UsageError", "build_parser", "main", "resolve_target", "stop_process_group"]
+__all__ = [
+    "DevOptions",
+    "HandlerTarget",
+    "UsageError",
+    "build_parser",
+    "handler_app",
+    "main",
+    "resolve_target",
+    "sample_input",
+    "stop_process_group",
+]
 
 _EXIT_OK = 0
 _EXIT_FAILED = 1
 _EXIT_USAGE = 2
 _POLL_SECONDS = 1.0
+#: The environment variable that tells `handler_app` (in the uvicorn worker) which app to import.
+APP_ENV = "DURABLE_PROXY_DEV_APP"
+#: The header marking `handler_app`'s 503 answers: the user's app failed to import.
+IMPORT_ERROR_HEADER = "x-durable-proxy-dev"
+#: Dev mode's settings: short loops, so a failure shows and a fix takes effect within seconds.
+DEV_INACTIVITY_TIMEOUT = 5.0
+DEV_RETRY_INITIAL_INTERVAL = 0.25
+DEV_RETRY_MAX_INTERVAL = 1.0
+#: Consecutive /discovery polls that time out before the supervisor says the handler hangs.
+_SILENT_POLLS = 3
 
 
 class UsageError(Exception):
@@ -147,6 +176,149 @@ def resolve_target(ref: str) -> HandlerTarget:
     return HandlerTarget(f"{module_name}:{name}", app_dir, (watch,))
 
 
+def _load_app(import_string: str) -> Any:
+    """The object `import_string` (``module:attr.path``) names, importing its module."""
+    module_name, _, attr = import_string.partition(":")
+    target: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise AttributeError(f"module {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    return target
+
+
+class _ImportFailed:
+    """The ASGI app served in place of a handler app that failed to import: 503 with the error."""
+
+    def __init__(self, import_string: str, summary: str, details: str) -> None:
+        self.summary = f"the handler app {import_string} failed to import: {summary}"
+        text = f"{self.summary}\n(dev mode: fix the file and save; it reloads)\n\n{details}"
+        self.body = text.encode("utf-8", "replace")
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        if scope["type"] != "http":
+            return
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(self.body)).encode()),
+            (IMPORT_ERROR_HEADER.encode(), b"import-error"),
+        ]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": self.body})
+
+
+def handler_app() -> Any:
+    """The app dev mode's uvicorn serves (``--factory``): the user's app named by `APP_ENV`, or,
+    if importing it fails, an app that answers every request 503 with the import error.
+
+    Without this, uvicorn's reloader keeps the port open while its worker is dead, and every
+    attempt waits out the inactivity timeout.
+    """
+    import_string = os.environ[APP_ENV]
+    try:
+        return _load_app(import_string)
+    except (Exception, SystemExit) as exc:  # noqa: BLE001 - the user's code, at import time: anything goes
+        details = traceback.format_exc()
+        print(details, file=sys.stderr, flush=True)
+        return _ImportFailed(import_string, f"{type(exc).__name__}: {exc}", details)
+
+
+def _sample_value(info: Any, depth: int = 0) -> Any:
+    """A value of the type `info` (`msgspec.inspect`) describes: required fields only, small
+    numbers within the type's bounds, placeholder strings."""
+    import msgspec.inspect as mi
+
+    if depth > 8:
+        return None
+    if isinstance(info, mi.StrType):
+        low = info.min_length or 0
+        high = info.max_length if info.max_length is not None else 7
+        return "example"[:high] if low <= high and high <= 7 and low <= 7 else "x" * max(low, 1)
+    if isinstance(info, mi.BoolType):
+        return True
+    if isinstance(info, mi.IntType | mi.FloatType):
+        value: Any = 1 if isinstance(info, mi.IntType) else 1.0
+        if info.ge is not None:
+            value = max(value, info.ge)
+        if info.gt is not None and value <= info.gt:
+            value = info.gt + 1
+        if info.le is not None:
+            value = min(value, info.le)
+        if info.lt is not None and value >= info.lt:
+            value = info.lt - 1
+        return value
+    if isinstance(info, mi.NoneType):
+        return None
+    if isinstance(info, mi.LiteralType):
+        return info.values[0]
+    if isinstance(info, mi.EnumType):
+        return next(iter(info.cls)).value
+    if isinstance(info, mi.UnionType):
+        options = [t for t in info.types if not isinstance(t, mi.NoneType)] or list(info.types)
+        return _sample_value(options[0], depth + 1)
+    if isinstance(info, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return [_sample_value(info.item_type, depth + 1)]
+    if isinstance(info, mi.TupleType):
+        return [_sample_value(t, depth + 1) for t in info.item_types]
+    if isinstance(info, mi.DictType):
+        return {}
+    if isinstance(info, mi.StructType | mi.DataclassType | mi.TypedDictType | mi.NamedTupleType):
+        fields = {f.encode_name: _sample_value(f.type, depth + 1) for f in info.fields if f.required}
+        if isinstance(info, mi.StructType) and info.tag_field is not None:
+            fields = {info.tag_field: info.tag, **fields}
+        if isinstance(info, mi.NamedTupleType) or (isinstance(info, mi.StructType) and info.array_like):
+            return list(fields.values())
+        return fields
+    if isinstance(info, mi.DateTimeType):
+        return "2030-01-01T00:00:00Z"
+    if isinstance(info, mi.DateType):
+        return "2030-01-01"
+    if isinstance(info, mi.TimeType):
+        return "12:00:00"
+    if isinstance(info, mi.UUIDType):
+        return "00000000-0000-4000-8000-000000000000"
+    if isinstance(info, mi.DecimalType):
+        return "1.0"
+    return {}
+
+
+def sample_input(app: Any, service: str, handler: str) -> str | None:
+    """A JSON input that `handler` of `service` in the handler `app` accepts (built from the
+    handler's input type: required fields, placeholder values), for the banner's curl example.
+
+    Returns:
+        The JSON text, ``""`` when the handler takes no input, or None when no valid sample can
+        be built (unknown handler, or a type with constraints the placeholders do not meet).
+    """
+    import msgspec
+    import msgspec.inspect
+
+    services = getattr(app, "services", None)
+    svc = services.get(service) if isinstance(services, dict) else None
+    definition = svc.handlers.get(handler) if svc is not None else None
+    if definition is None:
+        return None
+    if not definition.takes_input:
+        return ""
+    input_type = definition.input_type
+    try:
+        value = _sample_value(msgspec.inspect.type_info(input_type))
+        text = msgspec.json.encode(value)
+        if input_type is not Any:
+            msgspec.json.decode(text, type=input_type)  # the handler's own decoding must accept it
+    except (TypeError, ValueError, msgspec.MsgspecError):
+        return None
+    return text.decode()
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m proxy dev`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -187,7 +359,7 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 def _start_handler(opts: DevOptions) -> subprocess.Popen[bytes]:
     target = opts.target
     argv = [
-        sys.executable, "-m", "uvicorn", target.import_string,
+        sys.executable, "-m", "uvicorn", f"{__name__}:handler_app", "--factory",
         "--host", "127.0.0.1", "--port", str(opts.handler_port),
         "--app-dir", str(target.app_dir),
         "--reload",
@@ -195,7 +367,10 @@ def _start_handler(opts: DevOptions) -> subprocess.Popen[bytes]:
     ]  # fmt: skip
     for directory in (*target.watch_dirs, *opts.extra_watch_dirs):
         argv += ["--reload-dir", str(directory)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # The worker imports this module (`handler_app`) wherever the user's code lives.
+    package_root = str(Path(__file__).resolve().parents[2])
+    python_path = os.pathsep.join(p for p in (os.environ.get("PYTHONPATH", ""), package_root) if p)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", APP_ENV: target.import_string, "PYTHONPATH": python_path}
     return subprocess.Popen(
         argv,
         env=env,
@@ -246,13 +421,26 @@ def _registered_signature(deployment: dict[str, Any] | None, services: list[dict
     return deployment.get("mode", "ack"), tuple(sorted(known.items()))
 
 
-def _sample_path(manifest: dict[str, Any]) -> str:
+def _sample_target(manifest: dict[str, Any]) -> tuple[str, str, str]:
+    """(ingress path, service, handler) of the first handler the manifest announces."""
     for svc in manifest.get("services", []):
         for handler in svc.get("handlers", []):
             if svc.get("type", "service") == "service":
-                return f"{svc['name']}/{handler['name']}"
-            return f"{svc['name']}/my-key/{handler['name']}"
-    return "Service/handler"
+                return f"{svc['name']}/{handler['name']}", svc["name"], handler["name"]
+            return f"{svc['name']}/my-key/{handler['name']}", svc["name"], handler["name"]
+    return "Service/handler", "", ""
+
+
+def _samples(import_string: str) -> dict[tuple[str, str], str | None]:
+    """`sample_input` of every handler of the app (already imported by `resolve_target`)."""
+    try:
+        app = _load_app(import_string)
+    except Exception:  # noqa: BLE001 - the banner then shows no sample
+        return {}
+    services = getattr(app, "services", None)
+    if not isinstance(services, dict):
+        return {}
+    return {(name, h): sample_input(app, name, h) for name, svc in services.items() for h in svc.handlers}
 
 
 def _describe(manifest: dict[str, Any]) -> list[str]:
@@ -280,6 +468,11 @@ class _Supervisor:
         self.announced = False
         self._last_manifest: bytes | None = None
         self._last_error = ""
+        #: The import error the handler answers with, while it does.
+        self._broken = ""
+        self._silent_polls = 0
+        #: Input of the banner's curl example, per (service, handler), from the imported app.
+        self.samples: dict[tuple[str, str], str | None] = {}
 
     def say(self, text: str) -> None:
         print(text, file=self.out, flush=True)
@@ -301,16 +494,38 @@ class _Supervisor:
                     return
                 try:
                     await self._tick(http)
+                    self._silent_polls = 0
+                except httpx.TimeoutException:
+                    # The port takes connections but nothing answers (a worker hanging or dead).
+                    self._silent_polls += 1
+                    if self._silent_polls == _SILENT_POLLS:
+                        self._warn(
+                            f"[dev] the handler at {self.handler_url} does not answer: its worker process may have "
+                            "died (see any errors above); it restarts when you save a watched file"
+                        )
                 except httpx.HTTPError:
-                    pass  # the proxy or the handler is (re)starting
+                    self._silent_polls = 0  # the proxy or the handler is (re)starting
                 except (ValueError, KeyError, TypeError) as exc:  # an unexpected answer: say so, keep going
                     self._warn(f"[dev] cannot check the handler's services: {type(exc).__name__}: {exc}")
                 await asyncio.sleep(_POLL_SECONDS if self.announced else 0.2)
 
     async def _tick(self, http: httpx.AsyncClient) -> None:
         response = await http.get(self.handler_url + "/discovery", timeout=2)
+        if response.status_code == 503 and response.headers.get(IMPORT_ERROR_HEADER) == "import-error":
+            summary = response.text.split("\n", 1)[0]
+            if summary != self._broken:
+                self._broken = summary
+                self.say(
+                    f"[dev] {summary}\n"
+                    "[dev] until it is fixed, attempts fail at once with this error (see `invocations ls`) and are "
+                    "retried every second; save the fixed file and they go on"
+                )
+            return
         if response.status_code != 200:
             return
+        if self._broken:
+            self._broken = ""
+            self.say("[dev] the handler app imports again: retrying what failed meanwhile")
         body = response.content
         if body == self._last_manifest:
             return
@@ -344,13 +559,25 @@ class _Supervisor:
             f"  ingress   {self.ingress_url}",
             f"  admin     {self.admin_url}",
             f"  data dir  {self.data_dir} ({kept})",
+            f"  retries   every {DEV_RETRY_MAX_INTERVAL:g} s at most, without limit; an attempt silent for "
+            f"{DEV_INACTIVITY_TIMEOUT:g} s is retried",
             "  services  " + ("\n            ".join(_describe(manifest)) or "(none)"),
             "try:",
-            f"  curl -s -X POST {self.ingress_url}/{_sample_path(manifest)} -H 'content-type: application/json' "
-            "-d '{}'  # the handler's input as JSON",
+            "  " + self._curl(manifest),
             f"  python -m proxy invocations ls --all --admin {self.admin_url}",
         ]
         self.say("\n".join(lines))
+
+    def _curl(self, manifest: dict[str, Any]) -> str:
+        """A curl command that invokes the first handler with an input it accepts."""
+        path, service, handler = _sample_target(manifest)
+        command = f"curl -s -X POST {self.ingress_url}/{path}"
+        sample = self.samples.get((service, handler))
+        if sample == "":
+            return command + "  # it takes no input"
+        if sample is None:
+            return command + " -H 'content-type: application/json' -d 'null'  # put the handler's input here, as JSON"
+        return command + f" -H 'content-type: application/json' -d {shlex.quote(sample)}"
 
 
 async def _wait_for_handler(
@@ -382,8 +609,12 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
         deployments=(handler_url,),
         log_level=opts.log_level,
         log_format="text",
-        # Dev loops are short: retry quickly and show failures fast.
-        retry_max_interval=5.0,
+        # Dev loops are short: retry quickly (and without limit, so a fix always takes effect
+        # without a resume), and give up on a silent attempt within seconds.
+        inactivity_timeout=DEV_INACTIVITY_TIMEOUT,
+        retry_initial_interval=DEV_RETRY_INITIAL_INTERVAL,
+        retry_max_interval=DEV_RETRY_MAX_INTERVAL,
+        retry_max_attempts=0,
     )
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -398,6 +629,7 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
         loop.add_signal_handler(sig, stop)
     handler = _start_handler(opts)
     supervisor = _Supervisor(opts, handler, data_dir, temporary, out)
+    supervisor.samples = _samples(opts.target.import_string)
     watch: asyncio.Task[None] | None = None
     exit_code = _EXIT_OK
     try:

@@ -111,18 +111,20 @@ def info_line(view: Mapping[str, Any], now_ms: int) -> str:
     return "; ".join(parts)
 
 
-def _entry_outcome(entry: Mapping[str, Any]) -> str:
+def _entry_outcome(entry: Mapping[str, Any], finished: bool = False) -> str:
     if entry.get("failure"):
         return " failed: " + _failure(entry["failure"])
     if not entry.get("completed"):  # the wire leaves ``completed: false`` out
-        return " (pending)"
+        return " (never completed)" if finished else " (pending)"
     return " = " + _compact(entry.get("value"))
 
 
 def format_entry(entry: Mapping[str, Any], now_ms: int | None = None, finished: bool = False) -> str:
     """One journal entry (the ``entry`` of a journal item) as one readable line.
 
-    `finished`: the invocation has completed, so nothing it still waited for will happen.
+    `finished`: the invocation has completed, so nothing it still waited for will happen: a
+    sleep shows "(never fired)" instead of a countdown, a call, awakeable or promise wait
+    "(never completed)" instead of "(pending)" (the web page says the same).
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
     kind = str(entry.get("type", "?"))
@@ -146,9 +148,9 @@ def format_entry(entry: Mapping[str, Any], now_ms: int | None = None, finished: 
         if kind == "send":
             delay = int(entry.get("delay_ms", 0) or 0)
             return line + (f" after {format_age(delay / 1000)}" if delay else "")
-        return line + _entry_outcome(entry)
+        return line + _entry_outcome(entry, finished)
     if kind == "awakeable":
-        return f"awakeable {entry.get('id', '')}" + _entry_outcome(entry)
+        return f"awakeable {entry.get('id', '')}" + _entry_outcome(entry, finished)
     if kind == "get_state":
         found = entry.get("found")
         return f"get state {entry.get('key')!r}" + (" = " + _compact(entry.get("value")) if found else " (not set)")
@@ -164,7 +166,7 @@ def format_entry(entry: Mapping[str, Any], now_ms: int | None = None, finished: 
         verb = "get" if kind == "promise_get" else "peek"
         if kind == "promise_peek" and entry.get("completed") and not entry.get("found") and not entry.get("failure"):
             return f"promise {verb} {name!r} (not resolved)"
-        return f"promise {verb} {name!r}" + _entry_outcome(entry)
+        return f"promise {verb} {name!r}" + _entry_outcome(entry, finished)
     if kind == "promise_complete":
         how = (
             "reject " + _failure(entry["rejection"])
@@ -196,7 +198,7 @@ def render_invocation(view: Mapping[str, Any], now_ms: int) -> str:
     ]
     if view.get("idempotency_key"):
         fields.append(("idempotency key", str(view["idempotency_key"])))
-    if view.get("next_retry_ms"):
+    if view.get("next_retry_ms") and view.get("status") != "completed":
         nxt = int(view["next_retry_ms"])
         fields.append(("next retry", f"{timestamp(nxt)} (in {format_age((nxt - now_ms) / 1000)})"))
     if view.get("last_failure"):

@@ -117,3 +117,28 @@ def test_help_and_bad_flags_without_a_server(capsys: pytest.CaptureFixture[str])
     out = io.StringIO()
     assert cli.main(["services", "ls", "--admin", "http://127.0.0.1:1", "--timeout", "2"], out=out) == 1
     assert "cannot reach the admin API at http://127.0.0.1:1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("entry", "text"),
+    [
+        (
+            {"type": "call", "service": "Child", "handler": "work", "input": 3, "invocation_id": "inv_c"},
+            "call Child/work(3) -> inv_c (never completed)",
+        ),
+        ({"type": "awakeable", "id": "awk_1"}, "awakeable awk_1 (never completed)"),
+        ({"type": "promise_get", "name": "link"}, "promise get 'link' (never completed)"),
+        ({"type": "awakeable", "id": "awk_1", "completed": True, "value": 1}, "awakeable awk_1 = 1"),
+        ({"type": "sleep", "wake_at_ms": NOW, "completed": True}, "sleep until 2027-01-15 08:00:00.000Z (done)"),
+    ],
+)
+def test_waits_of_a_completed_invocation_never_complete(entry: dict[str, Any], text: str) -> None:
+    """No "(pending)" on a finished invocation: what it waited for will not come any more."""
+    assert tables.format_entry(entry, NOW, finished=True) == text
+
+
+def test_a_completed_invocation_shows_no_next_retry() -> None:
+    """Killed while backing off, an invocation keeps its retry time: `show` prints no countdown."""
+    view = {"id": "inv_x", "status": "completed", "next_retry_ms": NOW + 60_000, "completed_ms": NOW}
+    assert "next retry" not in tables.render_invocation(view, NOW)
+    assert "next retry:" in tables.render_invocation({**view, "status": "backing-off"}, NOW)

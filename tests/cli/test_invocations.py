@@ -53,22 +53,27 @@ def test_ls_pages(stack: Stack) -> None:
     ids = [proxy.send("Sleeper/nap", {"seconds": 300, "ledger": False}) for _ in range(5)]
     for inv_id in ids:
         proxy.wait_status(inv_id, "suspended")
-    seen: list[str] = []
-    args = ["invocations", "ls", "--limit", "2"]
-    pages = 0
-    while True:
-        result = stack.cli(*args)
-        assert result.code == 0, result.err
-        rows = table(result.out)
-        assert len(rows) <= 2
-        seen += [r["ID"] for r in rows]
-        pages += 1
-        more = [line for line in result.out.splitlines() if line.startswith("more: add --after ")]
-        if not more:
-            break
-        args = ["invocations", "ls", "--limit", "2", "--after", more[0].split()[-1]]
-    assert seen == ids  # creation order, each once
-    assert pages == 3
+    for first, cursor, want in (
+        (["--oldest-first"], "--after", ids),  # creation order, each once
+        ([], "--before", ids[::-1]),  # the default: newest first, each once
+    ):
+        seen: list[str] = []
+        args = ["invocations", "ls", "--limit", "2", *first]
+        pages = 0
+        while True:
+            result = stack.cli(*args)
+            assert result.code == 0, result.err
+            rows = table(result.out)
+            assert len(rows) <= 2
+            seen += [r["ID"] for r in rows]
+            pages += 1
+            more = [line for line in result.out.splitlines() if line.startswith(f"more: add {cursor} ")]
+            if not more:
+                break
+            args = ["invocations", "ls", "--limit", "2", cursor, more[0].split()[-1]]
+        assert seen == want
+        assert pages == 3
+    assert cli("invocations", "ls", "--before", ids[0], "--after", ids[1], admin=stack.proxy.admin).code == 2
 
 
 def test_show_prints_the_journal(stack: Stack) -> None:
@@ -188,6 +193,8 @@ def test_usage_errors_exit_2() -> None:
         ["invocations", "resume", "--service", "Sleeper", "--latest"],  # --latest is per id
         ["invocations", "ls", "--all", "--status", "paused"],
         ["invocations", "ls", "--limit", "0"],
+        ["invocations", "ls", "--oldest-first", "--before", "inv_x"],
+        ["deployments", "rm"],
         ["invocations", "ls", "--status", "sleeping"],
         ["invocations", "frobnicate"],
         ["invocations"],

@@ -158,7 +158,8 @@ async def test_retries_exhausted_pause_the_invocation(start: StartHarness) -> No
     assert view["retry_count"] == 3
     assert view["last_failure"]["code"] == 500
     assert "always" in view["last_failure"]["message"]
-    assert not h.apps.runtime.invoker.is_busy(inv), "no attempt in flight and no retry armed"
+    # The attempt that paused it winds down; then nothing is in flight and no retry is armed.
+    await h.wait_until(inv, lambda v: not h.apps.runtime.invoker.is_busy(inv))
     await h.advance(3600)
     assert len(h.attempts_of(inv)) == 3, "no attempt after the pause, however long it waits"
     assert (await h.inspect(inv))["status"] == "paused"

@@ -3,7 +3,8 @@
 Each test takes the `backend` fixture of `conftest.py` and so runs once per backend (LMDB,
 memory; a new backend is one more entry there). What is checked is what the state machine
 relies on: point reads and writes, bytewise key order (prefixes of other keys, NUL and 0xff
-bytes, big-endian integers), ordered scans from a key and by prefix, `delete_prefix`, `count`,
+bytes, big-endian integers), ordered scans from a key and by prefix, the reverse scan
+(`items_before`), `delete_prefix`, `count`,
 the visibility rules of write and read transactions, and nested (`child`) transactions, which
 the proxy's group-commit writer uses to discard one request of a batch.
 
@@ -300,7 +301,143 @@ def test_scans_of_an_empty_database_yield_nothing(backend: Backend) -> None:
         assert list(read.items_from(DB, b"")) == []
         assert list(read.items_with_prefix(DB, b"")) == []
         assert list(read.items_with_prefix(DB, b"a")) == []
+        assert list(read.items_before(DB, None)) == []
+        assert list(read.items_before(DB, b"a")) == []
         assert read.count(DB) == 0
+
+
+# -- the reverse scan -------------------------------------------------------------------------
+
+
+def rows_before(txn: ReadTxn, db: str, end: bytes | None = None) -> list[tuple[bytes, bytes]]:
+    """Every row of `db` below `end` (all of them for None) as `txn` sees them, last key first."""
+    return list(txn.items_before(db, end))
+
+
+def rows_before_committed(backend: Backend, db: str = DB) -> list[tuple[bytes, bytes]]:
+    """Every committed row of `db`, last key first, read in a fresh read transaction."""
+    with backend.read() as txn:
+        return rows_before(txn, db)
+
+
+@pytest.mark.parametrize(
+    ("end", "first"),
+    [
+        pytest.param(None, b"\xff", id="none-is-from-the-last-row"),
+        pytest.param(b"\xff\x00", b"\xff", id="past-the-end"),
+        pytest.param(b"\xff", b"b\x00", id="at-the-last-row-excludes-it"),
+        pytest.param(b"b\x00", b"b", id="at-a-row-excludes-it"),
+        pytest.param(b"a\xff\x00", b"a\xff", id="just-after-a-row"),
+        pytest.param(b"ad", b"ac", id="between-rows-before-ff"),
+        pytest.param(b"ab\x00", b"ab", id="between-a-row-and-its-extension"),
+        pytest.param(b"a\x00\x00\x00", b"a\x00\x00", id="just-after-a-nul-extension"),
+        pytest.param(b"a", b"\x00", id="at-a-prefix"),
+        pytest.param(b"\x00", None, id="at-the-first-row"),
+        pytest.param(b"\x00\x00", b"\x00", id="just-after-the-first-row"),
+        pytest.param(b"", None, id="empty-end-is-below-every-key"),
+    ],
+)
+@pytest.mark.parametrize("where", ["committed", "uncommitted", "mixed"])
+def test_items_before_starts_at_the_last_key_below_end(
+    backend: Backend, end: bytes | None, first: bytes | None, where: str
+) -> None:
+    """`items_before(end)` yields every row with a key < end (every row for None), last key first,
+    down to the first row, whether the rows are committed, only written in the open
+    transaction, or half and half."""
+    want = [] if first is None else expected(SCAN_KEYS)[: SCAN_KEYS.index(first) + 1][::-1]
+    if where == "committed":
+        commit_rows(backend, DB, SCAN_KEYS)
+        with backend.read() as read:
+            assert rows_before(read, DB, end) == want
+        return
+    if where == "mixed":
+        commit_rows(backend, DB, SCAN_KEYS[::2])
+        fresh = SCAN_KEYS[1::2]
+    else:
+        fresh = SCAN_KEYS
+    txn = backend.begin()
+    for key in fresh:
+        txn.put(DB, key, _value(key))
+    assert rows_before(txn, DB, end) == want
+    txn.abort()
+
+
+@pytest.mark.parametrize("where", ["committed", "uncommitted", "mixed"])
+def test_items_before_is_the_reverse_bytewise_order(backend: Backend, where: str) -> None:
+    """The reverse scan is exactly the forward scan reversed, over keys that order differently
+    under any comparison but the unsigned bytewise one."""
+    keys = AWKWARD_KEYS[:]
+    random.Random(11).shuffle(keys)
+    if where == "committed":
+        commit_rows(backend, DB, keys)
+        with backend.read() as read:
+            assert rows_before(read, DB) == expected(keys)[::-1]
+        return
+    if where == "mixed":
+        commit_rows(backend, DB, keys[::2])
+        fresh = keys[1::2]
+    else:
+        fresh = keys
+    txn = backend.begin()
+    for key in fresh:
+        txn.put(DB, key, _value(key))
+    assert rows_before(txn, DB) == expected(keys)[::-1]
+    txn.commit()
+    with backend.read() as read:
+        assert rows_before(read, DB) == expected(keys)[::-1]
+
+
+def test_items_before_sees_overwrites_and_deletes_of_the_transaction(backend: Backend) -> None:
+    """In a write transaction the reverse scan reflects its own overwrites and deletes of
+    committed rows, including the row right below `end` and the last row."""
+    commit_rows(backend, DB, [b"k1", b"k2", b"k3", b"k4"])
+    txn = backend.begin()
+    txn.delete(DB, b"k4")
+    txn.delete(DB, b"k2")
+    txn.put(DB, b"k3", b"changed")
+    txn.put(DB, b"k0", b"new")
+    want = [(b"k3", b"changed"), (b"k1", _value(b"k1")), (b"k0", b"new")]
+    assert rows_before(txn, DB) == want
+    assert rows_before(txn, DB, b"k3") == want[1:]
+    assert rows_before(txn, DB, b"k2") == want[1:]
+    assert rows_before(txn, DB, b"k1") == want[2:]
+    with backend.read() as read:  # not visible outside before commit
+        assert rows_before(read, DB) == expected([b"k1", b"k2", b"k3", b"k4"])[::-1]
+    txn.commit()
+    assert rows_before_committed(backend) == want
+
+
+def test_items_before_in_nested_transactions(backend: Backend) -> None:
+    """A child's reverse scan sees its parent's and its own writes; once aborted, the parent's
+    scan no longer shows the child's."""
+    commit_rows(backend, DB, [b"c1", b"c2"])
+    parent = backend.begin()
+    parent.put(DB, b"p", b"p")
+    parent.delete(DB, b"c1")
+    child = parent.child()
+    child.put(DB, b"z", b"z")
+    child.delete(DB, b"c2")
+    assert rows_before(child, DB) == [(b"z", b"z"), (b"p", b"p")]
+    child.abort()
+    assert rows_before(parent, DB) == [(b"p", b"p"), (b"c2", _value(b"c2"))]
+    parent.abort()
+
+
+def test_a_reverse_scan_in_progress_is_unaffected_by_a_commit(backend: Backend) -> None:
+    """A reverse scan of a read transaction goes on over its snapshot across a commit that
+    deletes, overwrites and adds rows it has not reached yet."""
+    keys = [b"k%d" % n for n in range(6)]
+    commit_rows(backend, DB, keys)
+    with backend.read() as read:
+        scan = read.items_before(DB, None)
+        seen = [next(scan), next(scan)]
+        txn = backend.begin()
+        txn.delete(DB, b"k2")
+        txn.put(DB, b"k1", b"changed")
+        txn.put(DB, b"k0\x00", b"new")
+        txn.commit()
+        seen.extend(scan)
+    assert seen == expected(keys)[::-1]
 
 
 # -- delete_prefix and count ------------------------------------------------------------------
@@ -385,6 +522,7 @@ def test_a_write_transaction_reads_its_own_writes(backend: Backend) -> None:
     assert list(txn.items_from(DB, b"")) == want
     assert list(txn.items_from(DB, b"k1")) == want[1:]
     assert list(txn.items_with_prefix(DB, b"k")) == want
+    assert list(txn.items_before(DB, None)) == want[::-1]
     assert txn.count(DB) == 3
     txn.commit()
     assert committed(backend) == want
@@ -404,6 +542,7 @@ def test_a_read_transaction_does_not_see_uncommitted_writes(backend: Backend) ->
         assert read.get(DB, b"gone") == _value(b"gone")
         assert rows(read, DB) == expected([b"old", b"gone"])
         assert list(read.items_with_prefix(DB, b"n")) == []
+        assert list(read.items_before(DB, None)) == expected([b"old", b"gone"])[::-1]
         assert read.count(DB) == 2
     txn.commit()
     assert committed(backend) == [(b"new", b"1"), (b"old", b"changed")]
@@ -450,6 +589,7 @@ def test_an_open_read_keeps_its_snapshot_across_a_later_commit(backend: Backend)
         assert before.get(DB, b"b") == _value(b"b")
         assert before.get(DB, b"d") is None
         assert rows(before, DB) == expected([b"a", b"b", b"c"])
+        assert list(before.items_before(DB, None)) == expected([b"a", b"b", b"c"])[::-1]
         assert before.count(DB) == 3
         with backend.read() as after:
             assert rows(after, DB) == [(b"a", b"changed"), (b"c", _value(b"c")), (b"d", b"new")]
@@ -614,4 +754,5 @@ def test_named_databases_are_independent(backend: Backend) -> None:
         for db in rest:
             assert rows(read, db) == [(b"same", db.encode()), (b"same\x00" + db.encode(), b"")]
             assert list(read.items_with_prefix(db, b"same\x00")) == [(b"same\x00" + db.encode(), b"")]
+            assert list(read.items_before(db, None)) == [(b"same\x00" + db.encode(), b""), (b"same", db.encode())]
             assert read.count(db) == 2

@@ -170,6 +170,27 @@ def test_list_filters_and_pages(scene: Scene) -> None:
     assert "disabled" in paged.by_id("page-prev").attrs
 
 
+def test_list_opens_on_the_newest_and_pages_back(scene: Scene) -> None:
+    """The page lists newest first (the API's ``order=desc``): the first rows are the highest
+    ids, the last invocation sent here is above the first one, and "Older" follows ``before``."""
+    every = scene.proxy.http.get(f"{scene.proxy.admin}/invocations", params={"order": "desc", "limit": 100}).json()
+    newest_first = [view["id"] for view in every["invocations"]]
+    assert newest_first == sorted(newest_first, reverse=True)
+
+    dom = scene.browser.dom(scene.url())
+    shown = [row.attrs["data-inv"] for row in dom.select("tr", "inv")]
+    assert shown == newest_first
+    assert shown.index(scene.ids["retrying"]) < shown.index(scene.ids["completed"])  # sent last, shown first
+    assert "newest first" in dom.one("div", "pager").text
+
+    first = scene.browser.dom(scene.url("#/?limit=2"))
+    assert [row.attrs["data-inv"] for row in first.select("tr", "inv")] == newest_first[:2]
+    assert first.by_id("page-next").text == "Older →"
+    older = scene.browser.dom(scene.url(f"#/?limit=2&before={newest_first[1]}"))
+    assert [row.attrs["data-inv"] for row in older.select("tr", "inv")] == newest_first[2:4]
+    assert "⇤ Newest" in older.by_id("page-newest").text
+
+
 def test_timeline_of_a_sleeping_invocation(scene: Scene) -> None:
     inv = scene.ids["sleeping"]
     view = scene.proxy.invocation(inv)
@@ -288,6 +309,42 @@ def test_screenshot_is_a_rendered_page(scene: Scene, page: str) -> None:
     assert image.pixel(WINDOW[0] // 2, WINDOW[1] - 4)[:3] != HEADER_RGB
     colours = image.colours()
     assert len(colours) > 100, f"only {len(colours)} colours: a blank or unstyled page"
+
+
+def test_a_completed_invocation_shows_no_countdowns(scene: Scene) -> None:
+    """Killed while it waits on an awakeable and a 3-day timer: the page shows the timer as never
+    fired, with its due time but no "in 2d 23h", and the awakeable as never resolved. A killed
+    invocation that was backing off shows no next retry.
+
+    Runs after the list tests: it adds invocations of its own, which they do not expect.
+    """
+    proxy = scene.proxy
+    inv = proxy.send("Approver/wait", 3 * 86400)
+    proxy.wait_status(inv, "suspended")
+    killed = proxy.http.patch(f"{proxy.admin}/invocations/{inv}/kill")
+    assert killed.status_code == 200 and killed.json()["status"] == "completed", killed.text
+
+    dom = scene.browser.dom(scene.url(f"#/inv/{inv}"))
+    timeline = dom.by_id("timeline")
+    states = {li.attrs["data-kind"]: li.attrs["data-state"] for li in timeline.select("li", "step")}
+    assert states == {"awakeable": "cancelled", "run": "done", "sleep": "cancelled"}, states
+    sleep = timeline.one("li", "step", data_kind="sleep")
+    assert "never fired" in sleep.text and "was due at" in sleep.text
+    assert "wakes at" not in sleep.text and "in 2d" not in sleep.text and "pending" not in sleep.text
+    assert not sleep.select("time"), "a live countdown on a timer that will never fire"
+    awakeable = timeline.one("li", "step", data_kind="awakeable")
+    assert "never completed" in awakeable.text and "never resolved" in awakeable.text
+    assert "not resolved yet" not in awakeable.text
+    assert not timeline.select("li", "step-next")
+    assert "in 2d" not in dom.by_id("main").text
+
+    retrying = proxy.send("Poison/run")
+    proxy.wait_status(retrying, "backing-off")
+    assert proxy.http.patch(f"{proxy.admin}/invocations/{retrying}/kill").status_code == 200
+    view = proxy.invocation(retrying)
+    assert view["status"] == "completed" and view["next_retry_ms"] is None, view
+    facts = scene.browser.dom(scene.url(f"#/inv/{retrying}")).one("dl", "facts").text
+    assert "Completed" in facts and "Next retry" not in facts
 
 
 def test_action_buttons_drive_the_admin_api(scene: Scene) -> None:

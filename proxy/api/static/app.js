@@ -1,7 +1,8 @@
 // The durable-proxy operator page: plain JavaScript over the admin API (served by proxy/ui.py).
 //
 // Views, chosen by the URL fragment:
-//   #/?status=&service=&handler=&limit=&after=   the invocation list (filters, paging)
+//   #/?status=&service=&handler=&limit=&before=  the invocation list, newest first (filters, paging
+//                                                 backwards with the API's order=desc&before= cursor)
 //   #/inv/<id>                                    one invocation: status, actions, journal timeline
 // Every value from the API is put in the page with textContent (never as HTML).
 "use strict";
@@ -21,7 +22,7 @@
 
   const state = {
     services: [], // [{name, type, handlers: [{name, kind}]}]
-    cursors: [], // cursors of the pages before the current one (for "previous page")
+    cursors: [], // cursors of the (newer) pages before the current one (for "previous page")
     lastList: "", // the list query the cursors belong to
     renderSeq: 0,
     timer: 0,
@@ -251,19 +252,20 @@
     const service = query.get("service") || "";
     const handler = query.get("handler") || "";
     const limit = query.get("limit") || "50";
-    const after = query.get("after") || "";
+    const before = query.get("before") || "";
     const filterKey = `${status}|${service}|${handler}|${limit}`;
-    if (filterKey !== state.lastList || !after) {
+    if (filterKey !== state.lastList || !before) {
       state.lastList = filterKey;
       state.cursors = [];
-    } else if (state.cursors.length && state.cursors[state.cursors.length - 1] === after) {
+    } else if (state.cursors.length && state.cursors[state.cursors.length - 1] === before) {
       state.cursors.pop(); // the browser's back button returned to the previous page
     }
-    const params = new URLSearchParams({ limit });
+    // Newest first: the page opens on the latest invocations and pages back in time.
+    const params = new URLSearchParams({ limit, order: "desc" });
     if (status) params.set("status", status);
     if (service) params.set("service", service);
     if (handler) params.set("handler", handler);
-    if (after) params.set("after", after);
+    if (before) params.set("before", before);
     const [page, services] = await Promise.all([
       api(`invocations?${params}`),
       api("services").then((body) => body.services || []).catch(() => state.services),
@@ -281,13 +283,13 @@
       "form",
       { class: "filters", onsubmit: (e) => e.preventDefault() },
       h("label", {}, "Status ",
-        h("select", { id: "filter-status", onchange: (e) => navigate({ status: e.target.value, after: "" }) },
+        h("select", { id: "filter-status", onchange: (e) => navigate({ status: e.target.value, before: "" }) },
           h("option", { value: "" }, "any"),
           STATUSES.map((s) => h("option", { value: s, selected: s === status }, s)))),
       h("label", {}, "Service ",
         h("select", {
           id: "filter-service",
-          onchange: (e) => navigate({ service: e.target.value, handler: "", after: "" }),
+          onchange: (e) => navigate({ service: e.target.value, handler: "", before: "" }),
         },
         h("option", { value: "" }, "any"),
         state.services.map((s) => h("option", { value: s.name, selected: s.name === service }, s.name)),
@@ -296,19 +298,19 @@
         h("select", {
           id: "filter-handler",
           disabled: !svc,
-          onchange: (e) => navigate({ handler: e.target.value, after: "" }),
+          onchange: (e) => navigate({ handler: e.target.value, before: "" }),
         },
         h("option", { value: "" }, "any"),
         (svc ? svc.handlers : []).map((x) => h("option", { value: x.name, selected: x.name === handler }, x.name)))),
       h("label", {}, "Per page ",
-        h("select", { id: "filter-limit", onchange: (e) => navigate({ limit: e.target.value, after: "" }) },
+        h("select", { id: "filter-limit", onchange: (e) => navigate({ limit: e.target.value, before: "" }) },
           ["20", "50", "100", "200"].map((n) => h("option", { value: n, selected: n === limit }, n)))),
       status || service || handler
         ? h("a", { href: "#/", class: "clear" }, "clear filters")
         : null,
     );
 
-    const rows = [...page.invocations].sort((a, b) => b.created_ms - a.created_ms);
+    const rows = page.invocations; // newest first, as the API pages them
     const table = h(
       "table",
       { class: "invocations" },
@@ -323,22 +325,24 @@
       "div",
       { class: "pager" },
       h("span", { class: "muted" },
-        `${plural(rows.length, "invocation", "invocations")} on this page ` +
-          "(pages follow id order, newest first within a page)"),
+        `${plural(rows.length, "invocation", "invocations")} on this page (newest first)`),
       h("span", { class: "spacer" }),
-      after ? h("button", { type: "button", onclick: () => navigate({ after: "" }) }, "⇤ First") : null,
+      before ? h("button", { type: "button", id: "page-newest", onclick: () => navigate({ before: "" }) },
+        "⇤ Newest") : null,
       h("button", {
         type: "button",
         id: "page-prev",
+        title: "newer invocations",
         disabled: !state.cursors.length,
-        onclick: () => navigate({ after: state.cursors.pop() || "" }),
-      }, "← Previous"),
+        onclick: () => navigate({ before: state.cursors.pop() || "" }),
+      }, "← Newer"),
       h("button", {
         type: "button",
         id: "page-next",
+        title: "older invocations",
         disabled: !page.next,
-        onclick: () => { state.cursors.push(after); navigate({ after: page.next }); },
-      }, "Next →"),
+        onclick: () => { state.cursors.push(before); navigate({ before: page.next }); },
+      }, "Older →"),
     );
 
     return h("section", { class: "list" }, filters, table, pager);
@@ -392,7 +396,7 @@
       const took = fmtDuration(view.completed_ms - view.created_ms);
       facts.push(["Completed", h("span", {}, fmtTime(view.completed_ms), ` (took ${took})`)]);
     }
-    if (view.next_retry_ms) facts.push(["Next retry", whenEl(view.next_retry_ms)]);
+    if (view.next_retry_ms && !done) facts.push(["Next retry", whenEl(view.next_retry_ms)]);
     if (view.idempotency_key) facts.push(["Idempotency key", h("code", {}, view.idempotency_key)]);
     if (view.deployment_id) facts.push(["Deployment", h("code", {}, view.deployment_id)]);
 
@@ -529,13 +533,20 @@
     );
   }
 
+  /** True when the entry waits for a completion that will never come: its invocation has completed. */
+  function neverCompletes(view, e) {
+    return view.status === "completed" && COMPLETABLE.has(e.type) && !e.completed && !e.failure;
+  }
+
   function stepRow(view, item, waiting, scale) {
     const e = item.entry;
     const type = e.type;
     const isWaiting = waiting.has(item.index);
     const completable = COMPLETABLE.has(type);
+    const never = neverCompletes(view, e);
     let phase = "done";
     if (e.failure) phase = "failed";
+    else if (never) phase = "cancelled";
     else if (completable && !e.completed) phase = isWaiting ? "waiting" : "pending";
 
     const title = h("div", { class: "step-title" },
@@ -543,7 +554,8 @@
       badge(KIND_LABELS[type] || type, `kind-${type}`),
       h("span", { class: "step-name" }, stepName(e)),
       isWaiting ? badge("waiting", "waiting") : null,
-      completable && !isWaiting && !e.completed ? badge("pending", "pending") : null,
+      never ? badge(type === "sleep" ? "never fired" : "never completed", "cancelled") : null,
+      completable && !isWaiting && !e.completed && !never ? badge("pending", "pending") : null,
       e.failure ? badge("failed", "failed") : null,
       h("span", { class: "spacer" }),
       stepTiming(view, e),
@@ -599,10 +611,16 @@
   function stepDetail(view, item) {
     const e = item.entry;
     const key = `${view.id}:${item.index}`;
+    const never = neverCompletes(view, e);
     switch (e.type) {
       case "run":
         return outcomeEls(view, item);
       case "sleep":
+        // No countdown on a timer that will never fire: the invocation completed before it was due.
+        if (never) {
+          return ["never fired: the invocation completed first; was due at ",
+            h("span", { class: "wake" }, fmtTime(e.wake_at_ms))];
+        }
         return [
           e.completed ? "fired; was due " : "wakes at ",
           h("span", { class: "wake" }, fmtTime(e.wake_at_ms)),
@@ -612,7 +630,8 @@
         return [
           "child ", invLink(e.invocation_id),
           e.input !== undefined ? [h("span", { class: "label" }, " input "), valueEl(e.input, `in:${key}`)] : null,
-          e.completed ? [" · ", outcomeEls(view, item)] : h("span", { class: "muted" }, " · no result yet"),
+          e.completed ? [" · ", outcomeEls(view, item)] : h("span", { class: "muted" },
+            never ? " · never completed: the invocation completed first" : " · no result yet"),
         ];
       case "send":
         return [
@@ -623,7 +642,8 @@
       case "awakeable":
         return [
           "id ", h("code", { class: "awakeable" }, e.id),
-          e.completed ? [" · ", outcomeEls(view, item)] : h("span", { class: "muted" }, " · not resolved yet"),
+          e.completed ? [" · ", outcomeEls(view, item)] : h("span", { class: "muted" },
+            never ? " · never resolved: the invocation completed first" : " · not resolved yet"),
         ];
       case "get_state":
         return e.found ? outcomeEls(view, item) : h("span", { class: "muted" }, "not found");
@@ -641,7 +661,8 @@
       case "promise_peek":
         return e.completed
           ? outcomeEls(view, item)
-          : h("span", { class: "muted" }, e.type === "promise_peek" ? "not found" : "not resolved yet");
+          : h("span", { class: "muted" }, e.type === "promise_peek" ? "not found"
+            : never ? "never resolved: the invocation completed first" : "not resolved yet");
       case "cancel":
         return h("span", { class: "muted" }, "the handler was told here that the invocation is cancelled (409)");
       default:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import msgspec
 import pytest
@@ -200,7 +201,7 @@ def test_apply_retention_restamps_what_completed_under_the_old_retention(
     cursor: bytes | None = b""
     walks = 0
     while cursor is not None:
-        cursor = world.write(lambda txn, after=cursor: machine.apply_retention(txn, after, limit))
+        cursor = world.write(functools.partial(machine.apply_retention, after=cursor, limit=limit))
         walks += 1
         # Each row is visited at most twice (before and after it moved): the walk ends.
         assert walks <= 2 * len(completed) + 1

@@ -44,6 +44,11 @@ from typing import Any, TextIO
 import httpx
 
 __all__ = [
+    "APP_ENV",
+    "DEV_INACTIVITY_TIMEOUT",
+    "DEV_RETRY_INITIAL_INTERVAL",
+    "DEV_RETRY_MAX_INTERVAL",
+    "IMPORT_ERROR_HEADER",
     "DevOptions",
     "HandlerTarget",
     "UsageError",

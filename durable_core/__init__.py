@@ -11,7 +11,8 @@ for the shell to carry out. See docs/architecture.md.
 from __future__ import annotations
 
 from durable_core.effects import Effects
-from durable_core.machine import AttemptFailure, Limits, Machine
+from durable_core.lifecycle import AttemptFailure
+from durable_core.machine import Limits, Machine
 from durable_core.memory import MemoryStore
 from durable_core.txn import DBS, Backend, ReadTxn, Txn
 

@@ -1,18 +1,49 @@
-"""Pure transitions of one invocation record: start an attempt, suspend, complete, back off, pause.
+"""Pure transitions of one invocation record: start an attempt, suspend, complete, back off, pause,
+and what an attempt's result (an `Outcome` or an `AttemptFailure`) makes of the record.
 
 Values in, values (or errors) out; no store access. Statuses are described in `records`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 
 from durable_core.errors import Conflict, Fenced
 from durable_core.records import InvocationRecord
 from durable_core.retry import RetryPolicy
-from handlers_sdk.protocol import Failure
+from handlers_sdk.protocol import (
+    Completed,
+    Errored,
+    Failed,
+    Failure,
+    JournalItem,
+    Outcome,
+    RunEntry,
+    Suspended,
+    encode,
+)
 
-__all__ = ["check_current", "complete", "fail_attempt", "pause", "start_attempt", "suspend"]
+__all__ = [
+    "AttemptFailure",
+    "after_attempt",
+    "cap_entries",
+    "check_current",
+    "complete",
+    "errored_failure",
+    "fail_attempt",
+    "pause",
+    "start_attempt",
+    "suspend",
+]
+
+
+class AttemptFailure(msgspec.Struct, frozen=True):
+    """Why an attempt produced no usable outcome (network, HTTP status, garbage, timeout)."""
+
+    failure: Failure
+    retry_after_ms: int | None = None
 
 
 def check_current(record: InvocationRecord, attempt: int, token: str) -> None:
@@ -98,3 +129,56 @@ def pause(record: InvocationRecord, failure: Failure, now_ms: int, retry_count: 
         last_failure=failure,
         modified_ms=now_ms,
     )
+
+
+def after_attempt(
+    current: InvocationRecord,
+    result: Outcome | AttemptFailure,
+    *,
+    now: int,
+    next_token: str,
+    retention_ms: int,
+    policy: RetryPolicy,
+    completed: Callable[[int], bool],
+) -> InvocationRecord:
+    """The record after an attempt's `result`: completed (result or terminal failure), suspended
+    (or at once a new attempt with `next_token`, if `completed` says an entry it waits on is
+    done), paused, or backing off / paused once `policy`'s attempts are exhausted."""
+    if isinstance(result, Completed):
+        return complete(current, now, retention_ms, result=bytes(result.value))
+    if isinstance(result, Failed):
+        return complete(current, now, retention_ms, failure=result.failure)
+    if isinstance(result, Suspended):
+        waiting = result.waiting_on
+        if not waiting or any(completed(index) for index in waiting):
+            return start_attempt(current, next_token, now)
+        return suspend(current, waiting, now)
+    if isinstance(result, Errored) and result.behavior == "pause":
+        return pause(current, errored_failure(result), now)
+    if isinstance(result, Errored):
+        return fail_attempt(current, errored_failure(result), now, policy, result.retry_after_ms)
+    return fail_attempt(current, result.failure, now, policy, result.retry_after_ms)
+
+
+def cap_entries(entries: list[JournalItem], max_entry_bytes: int) -> list[JournalItem]:
+    """Replace any step result over the size limit by a terminal step failure (as an ack would
+    be refused with 413, and the SDK fails the step)."""
+    capped: list[JournalItem] = []
+    for item in entries:
+        if len(encode(item)) > max_entry_bytes and isinstance(item.entry, RunEntry):
+            message = f"step {item.entry.name!r}: result too large to journal"
+            item = JournalItem(
+                index=item.index, entry=RunEntry(name=item.entry.name, failure=Failure(code=413, message=message))
+            )
+        capped.append(item)
+    return capped
+
+
+def errored_failure(result: Errored) -> Failure:
+    """The failure an Errored outcome leaves visible on the invocation."""
+    message = result.message
+    if result.related_index is not None and f"index {result.related_index}" not in message:
+        message += f" (journal index {result.related_index}: {result.related_name})"
+    if result.stacktrace:
+        message += "\n" + result.stacktrace[-4000:]
+    return Failure(code=result.code, message=message)

@@ -13,7 +13,7 @@ record's transitions); this module sequences them per use case.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import msgspec
@@ -31,7 +31,7 @@ from durable_core.journal import (
     start_or_queue,
 )
 from durable_core.journal import write_entries as _write_entries
-from durable_core.keyed import object_hash, read_promises, read_state, replace_state
+from durable_core.keyed import object_hash, replace_state
 from durable_core.keys import (
     START_INDEX,
     expiry_key,
@@ -41,31 +41,26 @@ from durable_core.keys import (
     split_timer_key,
     timer_key,
 )
-from durable_core.lifecycle import check_current, complete, fail_attempt, pause, start_attempt, suspend
+from durable_core.lifecycle import AttemptFailure, after_attempt, cap_entries, check_current, start_attempt
+from durable_core.queries import Queries
 from durable_core.records import (
     Action,
     DeploymentRecord,
     InvocationRecord,
-    PromiseRecord,
     ServiceRecord,
-    Status,
     decode_record,
     encode_record,
 )
 from durable_core.retry import RetryPolicy
-from durable_core.rows import is_completed, journal_rows, put_record, read_entry, read_input, read_record
+from durable_core.rows import is_completed, put_record, read_entry, read_record
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.protocol import (
     COMPLETABLE,
     AwakeableEntry,
-    Completed,
     Entry,
-    Errored,
-    Failed,
     Failure,
     JournalItem,
     Outcome,
-    RunEntry,
     SleepEntry,
     Suspended,
     encode,
@@ -75,7 +70,7 @@ from handlers_sdk.protocol import (
 #: Meta row: the retention every stored expiry was stamped with (see `Machine.apply_retention`).
 _RETENTION_ROW = b"retention_ms"
 
-__all__ = ["AttemptFailure", "DeploymentRemoval", "Limits", "Machine", "TimerFire", "errored_failure"]
+__all__ = ["DeploymentRemoval", "Limits", "Machine", "TimerFire"]
 
 
 @dataclass(frozen=True)
@@ -86,13 +81,6 @@ class Limits:
     max_entry_bytes: int = 4 * 1024 * 1024
     retention_ms: int = 24 * 3600 * 1000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-
-
-class AttemptFailure(msgspec.Struct, frozen=True):
-    """Why an attempt produced no usable outcome (network, HTTP status, garbage, timeout)."""
-
-    failure: Failure
-    retry_after_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -119,7 +107,7 @@ class DeploymentRemoval:
     pinned: list[str]
 
 
-class Machine:
+class Machine(Queries):
     """The proxy's durable rules, over any `Txn` (see the module docstring).
 
     Args:
@@ -416,7 +404,7 @@ class Machine:
         if current is None:
             raise Fenced(f"unknown invocation {invocation_id}")
         check_current(current, attempt, token)
-        entries = [] if isinstance(result, AttemptFailure) else _cap_entries(result.entries, self.limits)
+        entries = [] if isinstance(result, AttemptFailure) else cap_entries(result.entries, self.limits.max_entry_bytes)
         if isinstance(result, Suspended) and not entries and not result.waiting_on:
             result = AttemptFailure(Failure(code=571, message="protocol violation: suspended without progress"))
         effects = Effects()
@@ -435,7 +423,10 @@ class Machine:
             result = AttemptFailure(Failure(code=exc.status, message=f"outcome refused: {exc.message}"))
         else:
             child.commit()
-        updated = self._transition(txn, current, result, now, next_token)
+        updated = after_attempt(
+            current, result, now=now, next_token=next_token, retention_ms=self.limits.retention_ms,
+            policy=self.limits.retry, completed=lambda index: is_completed(txn, current.id, index),
+        )  # fmt: skip
         if updated.is_completed:
             finish(txn, updated, now, effects)
         else:
@@ -445,25 +436,6 @@ class Machine:
             elif updated.status == "backing-off":
                 effects.back_off(updated)
         return updated, effects, result
-
-    def _transition(
-        self, txn: Txn, current: InvocationRecord, result: Outcome | AttemptFailure, now: int, next_token: str
-    ) -> InvocationRecord:
-        retention_ms, policy = self.limits.retention_ms, self.limits.retry
-        if isinstance(result, Completed):
-            return complete(current, now, retention_ms, result=bytes(result.value))
-        if isinstance(result, Failed):
-            return complete(current, now, retention_ms, failure=result.failure)
-        if isinstance(result, Suspended):
-            waiting = result.waiting_on
-            if not waiting or any(is_completed(txn, current.id, i) for i in waiting):
-                return start_attempt(current, next_token, now)
-            return suspend(current, waiting, now)
-        if isinstance(result, Errored) and result.behavior == "pause":
-            return pause(current, errored_failure(result), now)
-        if isinstance(result, Errored):
-            return fail_attempt(current, errored_failure(result), now, policy, result.retry_after_ms)
-        return fail_attempt(current, result.failure, now, policy, result.retry_after_ms)
 
     def _write_entries(
         self, txn: Txn, record: InvocationRecord, items: list[JournalItem], now: int, effects: Effects
@@ -637,142 +609,3 @@ class Machine:
     def replace_state(self, txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
         """Replace the whole state of an object or workflow key (an operator's edit)."""
         replace_state(txn, service, key, state)
-
-    # -- reads ------------------------------------------------------------------------------------
-
-    def get(self, txn: ReadTxn, invocation_id: str) -> InvocationRecord:
-        """The stored record of an invocation, or NotFound."""
-        record = read_record(txn, invocation_id)
-        if record is None:
-            raise NotFound(f"invocation '{invocation_id}' not found")
-        return record
-
-    def journal(self, txn: ReadTxn, invocation_id: str) -> list[bytes]:
-        """The stored journal of an invocation (JSON `JournalItem`s), in index order."""
-        return journal_rows(txn, invocation_id)
-
-    def input(self, txn: ReadTxn, invocation_id: str) -> bytes:
-        """The input an invocation was created with (JSON)."""
-        return read_input(txn, invocation_id)
-
-    def state(self, txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
-        """The state of an object or workflow key: name -> JSON value."""
-        return read_state(txn, service, key)
-
-    def promises(self, txn: ReadTxn, workflow: str, key: str) -> list[PromiseRecord]:
-        """The durable promises of a workflow key that have been resolved or rejected."""
-        return read_promises(txn, workflow, key)
-
-    def workflow_run(self, txn: ReadTxn, workflow: str, key: str) -> str | None:
-        """The invocation id of a workflow key's run, if it has one."""
-        found = txn.get("workflows", object_hash(workflow, key))
-        return None if found is None else found.decode("ascii")
-
-    def active(self, txn: ReadTxn) -> Iterator[InvocationRecord]:
-        """Every invocation that has not completed, in id order, one at a time (there may be
-        many: callers that only count or filter must not hold them all)."""
-        for key, _ in txn.items_from("active", b""):
-            data = txn.get("invocations", key)
-            if data is not None:
-                yield decode_record(data, InvocationRecord)
-
-    def list_invocations(
-        self,
-        txn: ReadTxn,
-        *,
-        status: Status | str | None = None,
-        service: str | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        after: str | None = None,
-        before: str | None = None,
-        order: str = "asc",
-    ) -> tuple[list[InvocationRecord], str | None]:
-        """A page of invocations in id (creation) order, filtered; returns it and the cursor of
-        the next page (the last id on this one, None when nothing more matches).
-
-        `order` ``"asc"`` lists oldest first, from the first id after `after`; ``"desc"`` lists
-        newest first, from the last id before `before`. A status other than completed is read
-        from the small index of active invocations, in either order.
-
-        Raises:
-            BadRequest: an unknown order, a cursor of the other order, or a cursor that cannot
-                be an invocation id.
-        """
-        if order not in ("asc", "desc"):
-            raise BadRequest(f"unknown order '{order}': use asc (oldest first) or desc (newest first)")
-        if order == "asc" and before:
-            raise BadRequest("the before cursor pages newest first: use it with order=desc")
-        if order == "desc" and after:
-            raise BadRequest("the after cursor pages oldest first: use it with order=asc")
-        db = "active" if status is not None and status != "completed" else "invocations"
-        found: list[InvocationRecord] = []
-        if order == "desc":
-            keys = txn.items_before(db, _cursor_key(before) if before else None)
-        else:
-            keys = txn.items_from(db, _cursor_key(after) + b"\x00" if after else b"")
-        for key, _ in keys:
-            data = txn.get("invocations", key)
-            if data is None:
-                continue
-            record = decode_record(data, InvocationRecord)
-            if status is not None and record.status != status:
-                continue
-            if service is not None and record.service != service:
-                continue
-            if handler is not None and record.handler != handler:
-                continue
-            if len(found) == limit:
-                return found, found[-1].id
-            found.append(record)
-        return found, None
-
-    def status_counts(self, txn: ReadTxn) -> dict[str, int]:
-        """How many invocations are in each status."""
-        counts: dict[str, int] = {}
-        active = 0
-        for record in self.active(txn):
-            counts[record.status] = counts.get(record.status, 0) + 1
-            active += 1
-        counts["completed"] = txn.count("invocations") - active
-        return counts
-
-    def deployments(self, txn: ReadTxn) -> list[DeploymentRecord]:
-        """Every registered deployment."""
-        return [decode_record(value, DeploymentRecord) for _, value in txn.items_from("deployments", b"")]
-
-    def services(self, txn: ReadTxn) -> list[ServiceRecord]:
-        """Every registered service."""
-        return [decode_record(value, ServiceRecord) for _, value in txn.items_from("services", b"")]
-
-
-def _cursor_key(cursor: str) -> bytes:
-    """The key of a paging cursor (an invocation id), or BadRequest."""
-    try:
-        return cursor.encode("ascii")
-    except UnicodeEncodeError:
-        raise BadRequest(f"'{cursor}' is not an invocation id") from None
-
-
-def _cap_entries(entries: list[JournalItem], limits: Limits) -> list[JournalItem]:
-    """Replace any step result over the size limit by a terminal step failure (as an ack would
-    be refused with 413, and the SDK fails the step)."""
-    capped: list[JournalItem] = []
-    for item in entries:
-        if len(encode(item)) > limits.max_entry_bytes and isinstance(item.entry, RunEntry):
-            message = f"step {item.entry.name!r}: result too large to journal"
-            item = JournalItem(
-                index=item.index, entry=RunEntry(name=item.entry.name, failure=Failure(code=413, message=message))
-            )
-        capped.append(item)
-    return capped
-
-
-def errored_failure(result: Errored) -> Failure:
-    """The failure an Errored outcome leaves visible on the invocation."""
-    message = result.message
-    if result.related_index is not None and f"index {result.related_index}" not in message:
-        message += f" (journal index {result.related_index}: {result.related_name})"
-    if result.stacktrace:
-        message += "\n" + result.stacktrace[-4000:]
-    return Failure(code=result.code, message=message)

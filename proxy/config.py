@@ -54,6 +54,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Port of the admin API and of the handlers' step-ack callback."""
     data_dir: str = "./data"
     """Directory of the LMDB environment (one proxy process per directory)."""
+    store: str = ""
+    """Empty: LMDB in --data-dir. Or PostgreSQL: postgresql://user:password@host:port/db (password never shown)."""
     map_size: int = 1024**3
     """Initial LMDB map size in bytes (e.g. 1GiB)."""
     max_map_size: int = 64 * 1024**3
@@ -104,6 +106,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Log lines as json (one object per line, with invocation_id) or text."""
 
     def __post_init__(self) -> None:
+        if self.store and not self.store.startswith(("postgresql://", "postgres://")):
+            raise ValueError("store must be empty (LMDB in data_dir) or a postgresql:// URL")
         if self.transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
         if self.log_format not in ("json", "text"):
@@ -155,11 +159,28 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+_SUBCOMMANDS = """\
+subcommands (each with its own --help, e.g. python -m proxy invocations --help):
+  invocations (inv)   list, show, cancel, kill, pause, resume and purge invocations (admin API)
+  services (svc)      list the registered services and their handlers
+  deployments (dep)   list and register handler services (deployments)
+  dev HANDLER         dev mode: a proxy on a temporary data dir and HANDLER, reloaded on change
+"""
+
+
 def settings_from(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Build Settings from ``PROXY_*`` environment variables, overridden by command-line flags."""
     env = os.environ if env is None else env
     docs = _field_docs()
-    parser = argparse.ArgumentParser(prog="python -m proxy", description="durable-proxy server")
+    parser = argparse.ArgumentParser(
+        prog="python -m proxy",
+        usage="python -m proxy [flags]\n       python -m proxy {invocations,services,deployments,dev} ...",
+        description="durable-proxy server: the ingress and admin APIs over one store (LMDB in --data-dir,\n"
+        "or PostgreSQL with --store).\n"
+        "Every flag can also be set by its PROXY_* environment variable (--ingress-port: PROXY_INGRESS_PORT).",
+        epilog=_SUBCOMMANDS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     for name in Settings.__struct_fields__:
         flag = "--" + ("deployment" if name == "deployments" else name.replace("_", "-"))
         extra: dict[str, Any] = {"action": "append"} if name == "deployments" else {}

@@ -41,7 +41,8 @@ from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, ProxyError
 from durable_core.journal import new_token, resolve_in
 from durable_core.keys import START_INDEX
-from durable_core.machine import AttemptFailure, Limits, Machine, TimerFire
+from durable_core.lifecycle import AttemptFailure
+from durable_core.machine import Limits, Machine, TimerFire
 from durable_core.memory import MemoryStore
 from durable_core.records import Action, InvocationRecord, ServiceRecord, Status
 from durable_core.retry import RetryPolicy

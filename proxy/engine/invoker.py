@@ -23,7 +23,8 @@ import msgspec
 from durable_core.effects import Effects
 from durable_core.errors import Fenced, ProxyError
 from durable_core.journal import new_token
-from durable_core.machine import AttemptFailure, Machine
+from durable_core.lifecycle import AttemptFailure
+from durable_core.machine import Machine
 from durable_core.records import InvocationRecord
 from handlers_sdk.clock import Clock, TimerHandle
 from handlers_sdk.protocol import (

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, NotFound, Unavailable
@@ -24,7 +24,7 @@ from durable_core.keys import new_invocation_id
 from durable_core.machine import DeploymentRemoval, Limits, Machine
 from durable_core.records import Action, InvocationRecord, Status
 from durable_core.retry import RetryPolicy
-from durable_core.txn import DBS
+from durable_core.txn import DBS, Backend
 from handlers_sdk.clock import Clock, SystemClock
 from handlers_sdk.protocol import AppendRequest, Entry, Failure
 from proxy import faults
@@ -39,9 +39,15 @@ from proxy.engine.transport import AiohttpTransport, HttpxTransport, Transport
 from proxy.store.lmdb import Store
 from proxy.store.writer import Writer
 
-__all__ = ["Runtime", "Target"]
+if TYPE_CHECKING:
+    from proxy.store.postgres import PostgresStore
+
+__all__ = ["Runtime", "Target", "backend_of", "limits_of"]
 
 log = logging.getLogger("proxy.engine.runtime")
+
+#: Seconds `Runtime.start` keeps trying to reach PostgreSQL (a database starting alongside).
+_POSTGRES_START_WAIT = 10.0
 
 
 class Target:
@@ -76,6 +82,16 @@ def limits_of(settings: Settings) -> Limits:
     )
 
 
+def backend_of(settings: Settings) -> Backend:
+    """The store the settings name: PostgreSQL for a ``--store postgresql://...``, else LMDB in
+    ``--data-dir`` (psycopg is imported only for PostgreSQL). Not opened yet."""
+    if settings.store:
+        from proxy.store.postgres import PostgresStore
+
+        return PostgresStore(settings.store)
+    return Store(settings.data_dir, settings.map_size)
+
+
 class Runtime:
     """Everything the HTTP apps share. `start()` opens the store and resumes in-flight work."""
 
@@ -85,8 +101,15 @@ class Runtime:
         self.metrics = Metrics()
         self.metrics.gauges.append(self._gauges)
         self.transport: Transport = transport or _transport(settings)
-        self.store = Store(settings.data_dir, settings.map_size)
-        self.writer = Writer(self.store, settings.max_map_size)
+        backend = backend_of(settings)
+        #: The LMDB store, or None on another backend (map residency, usage and map growth are LMDB's).
+        self.lmdb: Store | None = backend if isinstance(backend, Store) else None
+        #: The PostgreSQL store, or None.
+        self.postgres: PostgresStore | None = None if self.lmdb is not None else cast("PostgresStore", backend)
+        # The engine's parts are typed over LMDB's Store but use only the seam's read() (and
+        # the tests its get/count, which PostgresStore has too).
+        self.store = cast("Store", backend)
+        self.writer = Writer(backend, settings.max_map_size)
         self.writer.on_commit = self.metrics.observe_commit
         self.registry = Registry(self.store, self.writer, self.transport, self.clock, settings.discovery_timeout)
         self.machine = Machine(limits_of(settings), self.registry.resolve)
@@ -97,7 +120,11 @@ class Runtime:
         self.timers = Timers(self.store, self.writer, self.machine, self.clock, self.apply, self.metrics)
         self.sweeper = Sweeper(self.store, self.writer, self.machine, self.clock, settings.sweep_interval)
         self.residency = MapResidency(
-            self.store, self.writer, settings.resident_map_limit, settings.resident_check_interval, self.clock
+            self.lmdb or Store(settings.data_dir, settings.map_size),  # not LMDB: never enabled (limit 0)
+            self.writer,
+            settings.resident_map_limit if self.lmdb is not None else 0,
+            settings.resident_check_interval,
+            self.clock,
         )
         self._waiters: dict[str, list[asyncio.Future[InvocationRecord]]] = {}
         #: Set on shutdown: no client waits for a result any more (see `release_waiters`).
@@ -112,8 +139,13 @@ class Runtime:
 
         Raises:
             StoreLocked: another proxy owns the data directory.
+            StoreFailure: PostgreSQL unreachable (after trying for a few seconds) or its schema
+            is newer than this proxy's.
         """
-        self.store.open()
+        if self.postgres is not None:
+            self.postgres.open(wait=_POSTGRES_START_WAIT)
+        else:
+            self.store.open()
         self.writer.start()
         self.registry.load(self.machine)
         await self._recover()
@@ -162,12 +194,13 @@ class Runtime:
 
     async def _recover(self) -> None:
         """Re-arm every invocation that was in flight when the last process stopped."""
+        running: list[str] = []
         with self.store.read() as txn:
-            active = self.machine.active(txn)
-        running = [record.id for record in active if record.status == "running"]
-        for record in active:
-            if record.status == "backing-off":
-                self.invoker.schedule(record)
+            for record in self.machine.active(txn):
+                if record.status == "running":
+                    running.append(record.id)
+                elif record.status == "backing-off":
+                    self.invoker.schedule(record)
         if running:
             log.info("resuming %d in-flight invocations", len(running))
             await asyncio.gather(*(self.invoker.begin(inv_id) for inv_id in running))
@@ -338,16 +371,26 @@ class Runtime:
         return {
             "counts": counts,
             "invocations": self.status_counts(),
-            "storage": self.store.usage(),
+            "storage": self.store.usage() if self.lmdb is not None else self._storage_info(),
             "writer": {"commits": self.writer.commits, "batched_writes": self.writer.batched},
             "running_attempts": len(self.invoker.active),
             "timers_fired": self.timers.fired,
             "purged": self.sweeper.purged,
         }
 
+    def _storage_info(self) -> dict[str, Any]:
+        """The ``storage`` part of `stats` on a store other than LMDB (its URL without password)."""
+        return self.postgres.info() if self.postgres is not None else {}
+
     def _gauges(self) -> list[str]:
         if not self.started:
             return []
+        if self.lmdb is None:
+            lines = self.metrics.render_gauges(
+                statuses=self.status_counts(), map_bytes=0, used_bytes=0, running_attempts=len(self.invoker.active),
+                purged=self.sweeper.purged, resident_bytes=0, resident_drops=0,
+            )  # fmt: skip
+            return [line for line in lines if "durable_lmdb_" not in line]  # no LMDB map to report
         usage = self.store.usage()
         return self.metrics.render_gauges(
             statuses=self.status_counts(),

@@ -4,6 +4,15 @@ Each request is a function ``fn(txn) -> result`` run inside its own nested trans
 request that raises leaves no writes while the others in the batch still commit (group commit).
 A future is resolved only after the batch's commit (with fsync) has returned: durable before
 visible.
+
+The writer works over any `durable_core.txn.Backend`. What differs is how a batch fails:
+
+* LMDB: a full map is grown (up to ``--max-map-size``) and the batch run again; past the
+  largest map the requests are committed one by one so only those that do not fit get 507.
+* Any other backend (PostgreSQL): a `proxy.store.StoreFailure` raised while the batch runs is
+  the store's, not the request's: `StoreUnavailable` (database unreachable, connection lost)
+  fails the whole batch with 503 (the backend reconnects by itself); any other store failure
+  commits the requests one by one, so only the one that causes it fails.
 """
 
 from __future__ import annotations
@@ -19,8 +28,9 @@ from typing import Any, TypeVar, cast
 import lmdb
 
 from durable_core.errors import ProxyError, StorageFull, Unavailable
-from durable_core.txn import Txn
+from durable_core.txn import Backend, Txn
 from proxy import faults
+from proxy.store import StoreFailure, StoreUnavailable
 from proxy.store.lmdb import Store
 
 __all__ = ["WriteFn", "Writer"]
@@ -30,6 +40,9 @@ log = logging.getLogger("proxy.store.writer")
 
 
 WriteFn = Callable[[Txn], Any]
+
+#: Raised while a request runs, these fail its batch, not the request (see the module docstring).
+_BATCH_FAILURES = (lmdb.MapFullError, StoreFailure)
 
 
 class _Request:
@@ -84,14 +97,21 @@ def _resolve(batch: list[_Request]) -> None:
 
 
 class Writer:
-    """Group-committing writer thread over a Store."""
+    """Group-committing writer thread over a store (LMDB's `Store` or any other `Backend`).
 
-    def __init__(self, store: Store, max_map_size: int, max_batch: int = 4096) -> None:
+    Args:
+        max_map_size: LMDB only: the map grows up to this size.
+    """
+
+    def __init__(self, store: Backend, max_map_size: int, max_batch: int = 4096) -> None:
         self._store = store
+        #: The LMDB store (map growth), or None for any other backend.
+        self._lmdb = store if isinstance(store, Store) else None
         self._max_map_size = max_map_size
         self._max_batch = max_batch
         self._queue: queue.SimpleQueue[_Request | _Call | object] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="lmdb-writer", daemon=True)
+        name = "lmdb-writer" if self._lmdb is not None else "store-writer"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._closed = False
         self.commits = 0
         self.batched = 0
@@ -135,6 +155,7 @@ class Writer:
         await asyncio.to_thread(self._thread.join)
 
     def _run(self) -> None:
+        commit = self._commit if self._lmdb is not None else self._commit_any
         stopping = False
         while not stopping:
             first = self._queue.get()
@@ -159,7 +180,7 @@ class Writer:
                 batch.append(item)
             requests: list[_Request] = batch  # type: ignore[assignment]
             try:
-                self._commit(requests)
+                commit(requests)
             except Exception as exc:  # the one writer thread must never die
                 log.exception("commit failed")
                 for request in requests:
@@ -201,6 +222,21 @@ class Writer:
         for request in batch:
             self._commit([request])
 
+    def _commit_any(self, batch: list[_Request]) -> None:
+        """Commit `batch` on a backend other than LMDB (see the module docstring)."""
+        try:
+            self._try_commit(batch)
+        except StoreUnavailable as exc:
+            for request in batch:
+                request.result, request.error = None, exc
+        except StoreFailure as exc:
+            if len(batch) == 1:
+                batch[0].result, batch[0].error = None, exc
+                return
+            log.warning("a commit of %d writes failed (%s): committing them one by one", len(batch), exc)
+            for request in batch:
+                self._commit_any([request])
+
     def _fail(self, batch: list[_Request], exc: lmdb.Error) -> None:
         # Disk full (ENOSPC / EFBIG) and the like: nothing of the batch is durable.
         log.error("commit failed: %s", exc)
@@ -208,11 +244,14 @@ class Writer:
             request.result, request.error = None, StorageFull(f"write failed: {exc}")
 
     def _grow(self) -> bool:
-        current = self._store.map_size
+        store = self._lmdb
+        if store is None:
+            return False
+        current = store.map_size
         if current >= self._max_map_size:
             return False
         new_size = min(current * 2, self._max_map_size)
-        self._store.env.set_mapsize(new_size)
+        store.env.set_mapsize(new_size)
         log.warning("LMDB map grown from %d to %d bytes", current, new_size)
         return True
 
@@ -225,12 +264,12 @@ class Writer:
                 try:
                     request.result = request.fn(child)
                     request.error = None
+                except _BATCH_FAILURES:
+                    child.abort()
+                    raise
                 except ProxyError as exc:
                     child.abort()
                     request.result, request.error = None, exc
-                except lmdb.MapFullError:
-                    child.abort()
-                    raise
                 except Exception as exc:  # a bug in one request must not sink the batch
                     child.abort()
                     log.exception("write function failed")

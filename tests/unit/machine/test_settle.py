@@ -9,7 +9,7 @@ import pytest
 
 from durable_core.errors import Fenced
 from durable_core.keys import expiry_key, timer_key
-from durable_core.machine import AttemptFailure, errored_failure
+from durable_core.lifecycle import AttemptFailure, errored_failure
 from durable_core.records import Status
 from handlers_sdk.protocol import (
     CallEntry,

@@ -17,7 +17,8 @@ import msgspec
 from durable_core.effects import Effects
 from durable_core.journal import Resolver, resolve_in
 from durable_core.keys import new_invocation_id
-from durable_core.machine import AttemptFailure, Limits, Machine
+from durable_core.lifecycle import AttemptFailure
+from durable_core.machine import Limits, Machine
 from durable_core.memory import MemoryStore
 from durable_core.records import InvocationRecord, ServiceRecord, Status
 from durable_core.retry import RetryPolicy

@@ -26,6 +26,7 @@ from durable_core.journal import new_token
 from durable_core.lifecycle import AttemptFailure
 from durable_core.machine import Machine
 from durable_core.records import InvocationRecord
+from durable_core.txn import Backend
 from handlers_sdk.clock import Clock, TimerHandle
 from handlers_sdk.protocol import (
     CONTENT_TYPE,
@@ -48,7 +49,6 @@ from proxy.config import Settings
 from proxy.engine.metrics import Metrics
 from proxy.engine.registry import Registry
 from proxy.engine.transport import Transport, TransportError
-from proxy.store.lmdb import Store
 from proxy.store.writer import Writer
 
 __all__ = ["Invoker"]
@@ -78,7 +78,7 @@ class Invoker:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
+        store: Backend,
         writer: Writer,
         machine: Machine,
         registry: Registry,

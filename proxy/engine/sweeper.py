@@ -11,9 +11,9 @@ import functools
 import logging
 
 from durable_core.machine import Machine
+from durable_core.txn import Backend
 from handlers_sdk.clock import Clock
 from proxy.engine.periodic import Periodic
-from proxy.store.lmdb import Store
 from proxy.store.writer import Writer
 
 __all__ = ["Sweeper"]
@@ -26,7 +26,7 @@ _BATCH = 500
 class Sweeper:
     """Runs `sweep` every `interval` seconds."""
 
-    def __init__(self, store: Store, writer: Writer, machine: Machine, clock: Clock, interval: float) -> None:
+    def __init__(self, store: Backend, writer: Writer, machine: Machine, clock: Clock, interval: float) -> None:
         self._store = store
         self._writer = writer
         self._machine = machine

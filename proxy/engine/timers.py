@@ -18,10 +18,10 @@ from collections.abc import Callable
 
 from durable_core.effects import Effects
 from durable_core.machine import Machine, TimerFire
+from durable_core.txn import Backend
 from handlers_sdk.clock import Clock
 from proxy import faults
 from proxy.engine.metrics import Metrics
-from proxy.store.lmdb import Store
 from proxy.store.writer import Writer
 
 __all__ = ["Timers"]
@@ -39,7 +39,7 @@ class Timers:
 
     def __init__(
         self,
-        store: Store,
+        store: Backend,
         writer: Writer,
         machine: Machine,
         clock: Clock,

@@ -1,10 +1,18 @@
-# Two commands do all the set-up on a fresh machine: `make run` and `make test`.
+# Two commands do all the set-up on a fresh machine: `make run` and `make test`; `make` alone (or
+# `make help`) lists the targets. A `## ` comment above a target is its line in `make help`.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-fast check lint bench bench-peers clean
+.DEFAULT_GOAL := help
+.PHONY: help install run test test-fast check lint bench bench-peers clean
+
+## List the targets (the default goal: plain `make` prints this).
+help:
+	@awk '/^## /{doc[n++] = substr($$0, 4); next} \
+	  /^[a-zA-Z][a-zA-Z_-]*:/ && n {split($$0, t, ":"); printf "  make %-12s %s\n", t[1], doc[0]; \
+	    for (i = 1; i < n; i++) printf "  %-17s %s\n", "", doc[i]} {n = 0}' $(firstword $(MAKEFILE_LIST))
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -12,12 +20,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[proxy,dev]'
 	touch $(STAMP)
 
+## Create .venv and install the package with the proxy and dev extras (the other targets do it first).
 install: $(STAMP)
 
-## The main job: the proxy on :8080/:9070 with the order-fulfilment example handler on :9080
-## (`make run APP=examples.all:application` serves every example).
+## The main job: the proxy on :8080/:9070 with the order-fulfilment example handler on :9080.
+## APP=examples.all:application serves every example; HANDLER_PORT=9081 moves the handler;
+## PROXY_* variables set any proxy flag (make run PROXY_INGRESS_PORT=8081 PROXY_RETENTION=5s);
+## ARGS='--retention 5s --log-format text' passes flags of `python -m proxy`.
 run: install
-	PY=$(PY) APP=$(APP) bash scripts/run.sh
+	PY=$(PY) APP=$(APP) bash scripts/run.sh $(ARGS)
 
 ## Every test: unit, component, end-to-end (real processes, SIGKILL), acceptance, browser, container.
 test: install
@@ -34,6 +45,7 @@ lint: install
 	$(PY) -m ruff format --check proxy handlers_sdk durable_core examples tests bench
 	$(PY) -m mypy
 
+## lint, then test (what CI runs).
 check: lint test
 
 ## The benchmark (prints one table); `make bench SIZE=tiny` for a quick run.
@@ -44,5 +56,6 @@ bench: install
 bench-peers: install
 	$(PY) -m bench --size full --peers
 
+## Remove .venv and the tool caches (./data, the proxy's LMDB data, is kept).
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
 import sys
 from collections.abc import Sequence
@@ -18,15 +19,42 @@ __all__ = ["main"]
 
 log = logging.getLogger("proxy")
 
+#: What the server and dev mode import beyond the base dependencies (the ``proxy`` extra).
+_SERVER_MODULES = ("starlette", "uvicorn", "lmdb", "aiohttp", "httptools")
+#: The operator CLI's subcommands (`proxy.tools.cli`), with their aliases.
+_CLI_COMMANDS = ("invocations", "inv", "services", "svc", "deployments", "dep")
+
+
+def _require_server_modules(what: str) -> None:
+    """Exit with a one-line hint (code 2) when the proxy extra is not installed."""
+    missing = []
+    for name in _SERVER_MODULES:
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(name)
+    if missing:
+        print(
+            f"python -m proxy: {what} needs the proxy extra (missing: {', '.join(missing)}): "
+            "pip install 'durable-proxy[proxy]' (in a checkout: pip install -e '.[proxy]'); "
+            "the subcommands invocations, services and deployments work without it",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: the server, or a subcommand (`proxy.tools.cli`, `proxy.tools.dev`) named by argv[0]."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "dev":
+        if not {"-h", "--help"} & set(args[1:]):
+            _require_server_modules("dev mode")
         from proxy.tools.dev import main as dev_main
 
         raise SystemExit(dev_main(args[1:]))
-    if args and args[0] in ("invocations", "inv", "services", "svc", "deployments", "dep"):
+    if args and args[0] in _CLI_COMMANDS:
         from proxy.tools.cli import main as cli_main
 
         raise SystemExit(cli_main(args))
@@ -34,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure(settings.log_level, settings.log_format)
     # The server's imports (uvicorn, starlette, lmdb) only here: the subcommands above are tools
     # that talk to a running proxy and need none of them.
+    _require_server_modules("the server")
     from proxy.serve import serve
     from proxy.store.lmdb import StoreLocked
 

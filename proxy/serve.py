@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 from collections.abc import Iterator
 
 import uvicorn
 
+from proxy import logs
 from proxy.api.app import create_app
 from proxy.config import Settings
 
@@ -23,11 +25,27 @@ log = logging.getLogger("proxy")
 
 
 class _Server(uvicorn.Server):
-    """A uvicorn server that leaves signal handling to its owner (two servers, one process)."""
+    """A uvicorn server that leaves signal handling to its owner (two servers, one process).
+
+    Both servers log uvicorn's lifecycle lines ("Started server process [pid]", "Shutting down",
+    "Finished server process [pid]"), which name no port: `serve` runs with `logs.server` set to
+    `label`, so `logs.ServerLabel` tags each line with the server it is about.
+    """
+
+    def __init__(self, config: uvicorn.Config, label: str) -> None:
+        super().__init__(config)
+        self.label = label
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        token = logs.server.set(self.label)
+        try:
+            await super().serve(sockets)
+        finally:
+            logs.server.reset(token)
 
 
 def _config(app: object, settings: Settings, port: int) -> uvicorn.Config:
@@ -58,8 +76,8 @@ class ProxyServer:
         self.settings = settings
         self.apps = create_app(settings)
         self._servers = [
-            _Server(_config(self.apps.ingress, settings, settings.ingress_port)),
-            _Server(_config(self.apps.admin, settings, settings.admin_port)),
+            _Server(_config(self.apps.ingress, settings, settings.ingress_port), f"ingress :{settings.ingress_port}"),
+            _Server(_config(self.apps.admin, settings, settings.admin_port), f"admin :{settings.admin_port}"),
         ]
         self._stopping = False
 

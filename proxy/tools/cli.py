@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import httpx
 
 from durable_core.records import ACTIONS, STATUSES
-from proxy.tools.render import age_of, format_table, info_line, render_invocation, shorten, timestamp
+from proxy.tools.render import age_of, format_table, info_line, proxy_command, render_invocation, shorten, timestamp
 
 __all__ = [
     "ACTIVE_STATUSES",
@@ -272,7 +272,7 @@ def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) ->
         _print_json({"services": services}, out)
         return EXIT_OK
     if not services:
-        out.write("no services registered (add one: python -m proxy deployments add http://127.0.0.1:9080)\n")
+        out.write(f"no services registered (add one: {proxy_command()} deployments add http://127.0.0.1:9080)\n")
         return EXIT_OK
     rows = []
     for svc in sorted(services, key=lambda s: s["name"]):
@@ -317,7 +317,7 @@ def _cmd_deployments_rm(client: AdminClient, args: argparse.Namespace, out: Text
         uri = dep_id.rstrip("/")
         found = [d for d in client.request("GET", "/deployments")["deployments"] if d["uri"] == uri]
         if not found:
-            raise ApiError(f"no deployment is registered at {uri} (see: python -m proxy deployments ls)", 404)
+            raise ApiError(f"no deployment is registered at {uri} (see: {proxy_command()} deployments ls)", 404)
         dep_id = found[0]["id"]
     params: dict[str, str | int] = {"force": "true"} if args.force else {}
     try:

@@ -43,6 +43,8 @@ from typing import Any, TextIO
 
 import httpx
 
+from proxy.tools.render import proxy_command
+
 __all__ = [
     "APP_ENV",
     "DEV_INACTIVITY_TIMEOUT",
@@ -569,7 +571,7 @@ class _Supervisor:
             "  services  " + ("\n            ".join(_describe(manifest)) or "(none)"),
             "try:",
             "  " + self._curl(manifest),
-            f"  python -m proxy invocations ls --all --admin {self.admin_url}",
+            f"  {proxy_command()} invocations ls --all --admin {self.admin_url}",
         ]
         self.say("\n".join(lines))
 

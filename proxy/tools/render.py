@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import shlex
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,10 +18,25 @@ __all__ = [
     "format_entry",
     "format_table",
     "info_line",
+    "proxy_command",
     "render_invocation",
     "shorten",
     "timestamp",
 ]
+
+
+def proxy_command() -> str:
+    """How to run ``python -m proxy`` with this very interpreter (a hint that works when pasted,
+    venv activated or not): relative to the working directory when it is below it."""
+    executable = sys.executable or "python"
+    try:
+        relative = os.path.relpath(executable)
+    except ValueError:  # another drive (Windows)
+        relative = executable
+    shown = relative if not relative.startswith("..") else executable
+    if os.sep not in shown:
+        shown = "." + os.sep + shown
+    return f"{shlex.quote(shown)} -m proxy"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

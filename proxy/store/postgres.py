@@ -475,23 +475,7 @@ class PostgresTxn:
         if not overlay:
             yield from _chunks(self._session, db, lo, hi)
             return
-        written = iter(overlay)
-        pending = next(written, None)
-        for key, value in _chunks(self._session, db, lo, hi):
-            while pending is not None and pending[0] < key:
-                if pending[1] is not None:
-                    yield pending  # type: ignore[misc]
-                pending = next(written, None)
-            if pending is not None and pending[0] == key:
-                if pending[1] is not None:
-                    yield pending  # type: ignore[misc]
-                pending = next(written, None)
-                continue
-            yield key, value
-        while pending is not None:
-            if pending[1] is not None:
-                yield pending  # type: ignore[misc]
-            pending = next(written, None)
+        yield from _merge(_chunks(self._session, db, lo, hi), overlay, descending=False)
 
     def items_before(self, db: str, end: bytes | None) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs in descending key order, from the last key < `end` (None: the last key)."""
@@ -503,23 +487,7 @@ class PostgresTxn:
         if not overlay:
             yield from _chunks_before(self._session, db, end)
             return
-        written = iter(overlay)
-        pending = next(written, None)
-        for key, value in _chunks_before(self._session, db, end):
-            while pending is not None and pending[0] > key:
-                if pending[1] is not None:
-                    yield pending  # type: ignore[misc]
-                pending = next(written, None)
-            if pending is not None and pending[0] == key:
-                if pending[1] is not None:
-                    yield pending  # type: ignore[misc]
-                pending = next(written, None)
-                continue
-            yield key, value
-        while pending is not None:
-            if pending[1] is not None:
-                yield pending  # type: ignore[misc]
-            pending = next(written, None)
+        yield from _merge(_chunks_before(self._session, db, end), overlay, descending=True)
 
     def count(self, db: str) -> int:
         """Committed rows, plus the rows this transaction added, minus those it deleted."""
@@ -1018,3 +986,27 @@ class PostgresStore:
                 self._writer.execute(statements)
         except psycopg.Error as exc:
             raise self.failure(exc, self._writer) from None
+
+
+def _merge(
+    rows: Iterator[tuple[bytes, bytes]], overlay: list[tuple[bytes, object]], *, descending: bool
+) -> Iterator[tuple[bytes, bytes]]:
+    """Committed `rows` with a transaction's own writes (`overlay`, in the same key order) merged
+    in: a written key replaces the committed one, a deleted one (value None) hides it."""
+    written = iter(overlay)
+    pending = next(written, None)
+    for key, value in rows:
+        while pending is not None and (pending[0] > key if descending else pending[0] < key):
+            if isinstance(pending[1], bytes):
+                yield pending[0], pending[1]
+            pending = next(written, None)
+        if pending is not None and pending[0] == key:
+            if isinstance(pending[1], bytes):
+                yield pending[0], pending[1]
+            pending = next(written, None)
+            continue
+        yield key, value
+    while pending is not None:
+        if isinstance(pending[1], bytes):
+            yield pending[0], pending[1]
+        pending = next(written, None)

@@ -10,7 +10,7 @@ an operator's pause; needs a human), ``completed`` (a result or a terminal failu
 
 from __future__ import annotations
 
-from typing import Literal, TypeVar, get_args
+from typing import Any, Literal, TypeVar, get_args
 
 import msgspec
 
@@ -110,6 +110,10 @@ class ServiceRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     type: ServiceType = "service"
     handlers: dict[str, HandlerKind] = {}
     deployment_id: str
+    #: JSON Schemas of the handlers' inputs and outputs, by handler name, as discovery announced
+    #: them; a handler without one (absent) takes or gives any JSON value.
+    input_schemas: dict[str, dict[str, Any] | bool] = {}
+    output_schemas: dict[str, dict[str, Any] | bool] = {}
 
 
 class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -350,6 +350,10 @@ class HandlerInfo(_Wire, frozen=True, kw_only=True):
 
     name: str
     kind: HandlerKind = ""
+    #: JSON Schemas (draft 2020-12: an object, or true/false) of the handler's input and output;
+    #: absent when the SDK has none, which means any JSON value.
+    input_schema: dict[str, Any] | bool | None = None
+    output_schema: dict[str, Any] | bool | None = None
 
 
 class ServiceInfo(_Wire, frozen=True, kw_only=True):

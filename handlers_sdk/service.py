@@ -2,15 +2,71 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
+import msgspec
+
 from handlers_sdk.protocol import HandlerInfo, HandlerKind, ServiceInfo, ServiceType
 
-__all__ = ["HandlerDef", "Service", "VirtualObject", "Workflow"]
+__all__ = ["HandlerDef", "Service", "VirtualObject", "Workflow", "json_schema"]
 
 HandlerFn = Callable[..., Awaitable[Any]]
+_DEFS = "#/$defs/"
+
+
+def json_schema(type_: Any) -> dict[str, Any] | bool | None:
+    """The JSON Schema of values of `type_` as discovery announces it, or None for any JSON.
+
+    msgspec derives it for what it decodes (builtins, Structs, dataclasses, TypedDicts, unions,
+    containers...); a pydantic model gives its own ``model_json_schema()``, and other types built
+    from pydantic models go through pydantic's ``TypeAdapter`` when pydantic is importable (it is
+    not a dependency). ``Any``, a missing annotation or a type neither knows give None.
+    """
+    if type_ is Any:
+        return None
+    model_schema = getattr(type_, "model_json_schema", None)
+    if isinstance(type_, type) and callable(model_schema):
+        schema: Any = model_schema()
+    else:
+        try:
+            schema = msgspec.json.schema(type_)
+        except (TypeError, ValueError):
+            schema = _pydantic_schema(type_)
+    if isinstance(schema, dict):
+        return _hoist(schema)
+    return schema if isinstance(schema, bool) else None
+
+
+def _pydantic_schema(type_: Any) -> Any:
+    try:  # optional, for authors who use pydantic; imported by name so nothing needs it installed
+        pydantic = importlib.import_module("pydantic")
+    except ImportError:
+        return None
+    try:
+        return pydantic.TypeAdapter(type_).json_schema()
+    except Exception:  # noqa: BLE001 - a type pydantic does not know either: any JSON
+        return None
+
+
+def _hoist(schema: dict[str, Any]) -> dict[str, Any]:
+    """``{"$ref": "#/$defs/Point", "$defs": {...}}`` (msgspec's form for a Struct) becomes Point's
+    own schema at the top, so that its ``title`` describes the handler as Restate shows it."""
+    ref, defs = schema.get("$ref"), schema.get("$defs")
+    if set(schema) != {"$ref", "$defs"} or not isinstance(ref, str) or not isinstance(defs, dict):
+        return schema
+    name = ref.removeprefix(_DEFS)
+    if not ref.startswith(_DEFS) or name not in defs:
+        return schema
+    top = dict(defs[name])
+    rest = {k: v for k, v in defs.items() if k != name}
+    if msgspec.json.encode(ref) in msgspec.json.encode([top, rest]):
+        rest[name] = defs[name]  # recursive: the hoisted copy still refers to it
+    if rest:
+        top["$defs"] = rest
+    return top
 
 
 class HandlerDef:
@@ -29,10 +85,17 @@ class HandlerDef:
         self.takes_input = len(params) == 2
         hints = get_type_hints(fn)
         self.input_type: Any = hints.get(params[1].name, Any) if self.takes_input else Any
+        #: The return annotation (``Any`` when there is none).
+        self.output_type: Any = hints.get("return", Any)
 
     def info(self) -> HandlerInfo:
-        """This handler as announced by discovery."""
-        return HandlerInfo(name=self.name, kind=self.kind)
+        """This handler as announced by discovery, with the JSON Schemas of its annotations."""
+        return HandlerInfo(
+            name=self.name,
+            kind=self.kind,
+            input_schema=json_schema(self.input_type),
+            output_schema=json_schema(self.output_type),
+        )
 
 
 class Service:

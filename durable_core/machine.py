@@ -13,6 +13,7 @@ record's transitions); this module sequences them per use case.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -67,10 +68,19 @@ from handlers_sdk.protocol import (
     parse_awakeable_id,
 )
 
+#: A well-formed invocation id (``inv_`` then 128 bits in base32): the ingress answers 400 for an
+#: id that is not one, 404 for one it does not know. Change it with the id formats.
+# Both id forms: base32hex of time + entropy (`keys.new_invocation_id`, 0-9a-v) and base32 of a
+# digest for children of calls and sends (`protocol.child_invocation_id`, a-z2-7).
+INVOCATION_ID_PATTERN = re.compile(r"inv_[0-9a-z]{26}")
+
+#: What a second call of a workflow's run fails with (Restate's code and message).
+WORKFLOW_ALREADY_INVOKED = Failure(code=409, message="the workflow method was already invoked")
+
 #: Meta row: the retention every stored expiry was stamped with (see `Machine.apply_retention`).
 _RETENTION_ROW = b"retention_ms"
 
-__all__ = ["DeploymentRemoval", "Limits", "Machine", "TimerFire"]
+__all__ = ["INVOCATION_ID_PATTERN", "WORKFLOW_ALREADY_INVOKED", "DeploymentRemoval", "Limits", "Machine", "TimerFire"]
 
 
 @dataclass(frozen=True)
@@ -225,6 +235,65 @@ class Machine(Queries):
         except (NotFound, BadRequest):
             raise NotFound(f"awakeable '{awakeable}' not found") from None
         return effects
+
+    def accept_awakeable(
+        self, txn: Txn, awakeable: str, *, now: int, value: bytes | None = None, failure: Failure | None = None
+    ) -> Effects:
+        """Resolve (`value`) or reject (`failure`) an awakeable as Restate's ingress does: the
+        completion is accepted whenever the id is well formed, and it is a no-op when there is
+        nothing left to complete (the awakeable is completed already, the invocation completed,
+        purged or never existed, or the index names an entry that is not an awakeable). The first
+        completion wins.
+
+        The one refusal besides a malformed id: an invocation that is still active but has not
+        journaled that index yet (its handler handed the id out before the entry was acked). A
+        completion accepted then would be lost, so it is NotFound and the caller may try again.
+
+        Raises:
+            BadRequest: `awakeable` is not an awakeable id.
+            NotFound: the invocation is active and has no entry at that index yet.
+        """
+        parsed = parse_awakeable_id(awakeable)
+        if parsed is None or INVOCATION_ID_PATTERN.fullmatch(parsed[0]) is None:
+            raise BadRequest(f"'{awakeable}' is not an awakeable id")
+        invocation_id, index = parsed
+        effects = Effects()
+        record = read_record(txn, invocation_id)
+        if record is None or record.is_completed:
+            return effects
+        entry = read_entry(txn, invocation_id, index)
+        if entry is None:
+            raise NotFound(f"awakeable '{awakeable}' not found: invocation {invocation_id} has no entry {index} yet")
+        if not isinstance(entry, AwakeableEntry) or entry.completed:
+            return effects
+        complete_entry(
+            txn, invocation_id, index, now=now, effects=effects, value=value, failure=failure, kinds=(AwakeableEntry,)
+        )
+        return effects
+
+    def duplicate_call_failure(self, record: InvocationRecord, created: bool) -> Failure | None:
+        """What a *call* (not a send) that `invoke` answered with `record` completes with at once.
+
+        A workflow's run runs once per key, and a second call of it does not wait for the first
+        run: it fails with 409 straight away, while the run is going and after it completed
+        (Restate's rule). A send of it is only "previously accepted". Every other duplicate (an
+        idempotency key seen before) waits for the invocation's outcome like the first caller.
+        """
+        if not created and record.kind == "workflow":
+            return WORKFLOW_ALREADY_INVOKED
+        return None
+
+    def idempotent_invocation(
+        self, txn: ReadTxn, service: str, handler: str, key: str, idempotency: str, *, now: int
+    ) -> str | None:
+        """The invocation an idempotency key names on a target, if it has one that has not expired."""
+        found = txn.get("idempotency", idempotency_key(service, handler, key, idempotency))
+        if found is None:
+            return None
+        existing = read_record(txn, found.decode("ascii"))
+        if existing is None or (existing.is_completed and existing.expires_ms <= now):
+            return None
+        return existing.id
 
     def complete_promise(
         self,

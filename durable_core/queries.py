@@ -114,6 +114,16 @@ class Queries:
             found.append(record)
         return found, None
 
+    def recent_invocations(self, txn: ReadTxn, limit: int) -> tuple[list[InvocationRecord], bool]:
+        """The newest `limit` invocations, newest first (ids sort by creation), and whether there are
+        more (the SQL introspection reads at most this many)."""
+        found: list[InvocationRecord] = []
+        for _, data in txn.items_before("invocations", None):
+            if len(found) == limit:
+                return found, True
+            found.append(decode_record(data, InvocationRecord))
+        return found, False
+
     def status_counts(self, txn: ReadTxn) -> dict[str, int]:
         """How many invocations are in each status."""
         counts: dict[str, int] = {}

@@ -3,6 +3,8 @@ health, step acks, and the web page (routes from `proxy.api.ui`)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from typing import Any, cast
 
 import msgspec
@@ -26,25 +28,45 @@ from handlers_sdk.protocol import (
     decode_item,
     encode_export,
 )
+from proxy import __version__
 from proxy.api.acks import append_endpoint
 from proxy.api.http import exception_handlers, json_response, read_body
+from proxy.api.openapi import openapi_routes
+from proxy.api.query import query_endpoint, state_version
 from proxy.api.ui import ui_routes
+from proxy.config import Settings
 from proxy.engine.runtime import Runtime
 
-__all__ = ["create_admin", "invocation_view"]
+__all__ = ["ADMIN_API_VERSIONS", "RESTATE_VERSION", "create_admin", "invocation_view"]
 
 _MAX_ADMIN_BODY = 64 * 1024
+#: The Restate release whose admin API this one follows; `/version` answers it, with the proxy's
+#: own version as semver build metadata (Restate's CLI picks its queries by this version).
+RESTATE_VERSION = "1.7.0"
+#: Admin API versions served: Restate's CLI asks for the highest one both sides know and prefixes
+#: its paths with it (``/v4/services``); every version here is served by the same routes.
+ADMIN_API_VERSIONS = (1, 4)
+_VERSION_PREFIX = re.compile(r"^/v([0-9]+)(?=/|$)")
 
 
 class _RegisterRequest(msgspec.Struct, forbid_unknown_fields=False):
+    """Body of ``POST /deployments`` (Restate's HTTP deployment request; Lambda is not supported)."""
+
     uri: str
+    force: bool | None = None
+    breaking: bool = False
+    dry_run: bool = False
+    use_http_11: bool = False
+    additional_headers: dict[str, str] | None = None
 
 
-class _StateEdit(msgspec.Struct):
-    """Body of ``POST /services/{name}/state`` (Restate's shape, with JSON values)."""
+class _StateEdit(msgspec.Struct, forbid_unknown_fields=False):
+    """Body of ``POST /services/{name}/state``: Restate's shape, values as byte arrays (Restate's
+    ``Bytes``) holding JSON; the proxy also takes a JSON value itself where it is not a byte array."""
 
     object_key: str
     new_state: dict[str, msgspec.Raw]
+    version: str | None = None
 
 
 _STATUSES = frozenset(STATUSES)
@@ -53,13 +75,105 @@ _ACTIONS = ACTIONS
 _SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
-def _deployment_view(dep: DeploymentRecord) -> dict[str, Any]:
-    return {"id": dep.id, "uri": dep.uri, "mode": dep.mode, "services": dep.services, "created_ms": dep.created_ms}
+_SERVICE_TY = {"service": "Service", "object": "VirtualObject", "workflow": "Workflow"}
+_HANDLER_TY = {"exclusive": "Exclusive", "shared": "Shared", "workflow": "Workflow"}
+#: What Restate says of a handler's input and output when the deployment sent no schema.
+_INPUT_DESCRIPTION = 'one of ["none", "value of content-type \'application/json\'"]'
+_OUTPUT_DESCRIPTION = "value of content-type 'application/json'"
 
 
-def _service_view(svc: ServiceRecord) -> dict[str, Any]:
-    handlers = [{"name": name, "kind": kind} for name, kind in svc.handlers.items()]
-    return {"name": svc.name, "type": svc.type, "handlers": handlers, "deployment_id": svc.deployment_id}
+def _friendly(seconds: float) -> str:
+    """A duration in the friendly format Restate's admin API uses (``1d``, ``1h``, ``30s``, ``500ms``)."""
+    ms = round(seconds * 1000)
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"
+
+
+def _timestamp(ms: int) -> str:
+    """RFC 3339, UTC, milliseconds (Restate's ``created_at``)."""
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def _handler_view(svc: ServiceRecord, name: str, kind: str) -> dict[str, Any]:
+    """A handler as Restate's ``HandlerMetadata``, with the JSON schemas discovery announced."""
+    view: dict[str, Any] = {"name": name}
+    if kind in _HANDLER_TY:
+        view["ty"] = _HANDLER_TY[kind]
+    view.update(public=True, input_description=_INPUT_DESCRIPTION, output_description=_OUTPUT_DESCRIPTION)
+    if name in svc.input_schemas:
+        view["input_json_schema"] = svc.input_schemas[name]
+    if name in svc.output_schemas:
+        view["output_json_schema"] = svc.output_schemas[name]
+    return view
+
+
+def _service_view(svc: ServiceRecord, settings: Settings) -> dict[str, Any]:
+    """A service as Restate's admin API shows it (``ServiceMetadata``)."""
+    retention = _friendly(settings.retention)
+    view: dict[str, Any] = {
+        "name": svc.name,
+        "ty": _SERVICE_TY.get(svc.type, svc.type),
+        "handlers": [_handler_view(svc, name, kind) for name, kind in svc.handlers.items()],
+        "deployment_id": svc.deployment_id,
+        "revision": 1,
+        "public": True,
+        "idempotency_retention": retention,
+        "journal_retention": retention,
+        "inactivity_timeout": _friendly(settings.inactivity_timeout),
+        "abort_timeout": _friendly(settings.inactivity_timeout),
+        "enable_lazy_state": False,
+        "retry_policy": {
+            "initial_interval": _friendly(settings.retry_initial_interval),
+            "exponentiation_factor": settings.retry_factor,
+            "max_attempts": settings.retry_max_attempts or None,
+            "max_interval": _friendly(settings.retry_max_interval),
+            "on_max_attempts": "Pause",
+        },
+    }
+    if svc.type == "workflow":
+        view["workflow_completion_retention"] = retention
+    return view
+
+
+def _deployment_view(
+    dep: DeploymentRecord, services: list[ServiceRecord] | None = None, settings: Settings | None = None
+) -> dict[str, Any]:
+    """A deployment as Restate's admin API shows it: with `services` (and `settings`), the detailed
+    form (``services`` as full service views), else the list form (``services`` as name and revision).
+    ``mode`` (``ack`` or ``suspend``) is the proxy's own."""
+    view: dict[str, Any] = {
+        "id": dep.id,
+        "uri": dep.uri,
+        "protocol_type": "RequestResponse",
+        "http_version": "HTTP/1.1",
+        "created_at": _timestamp(dep.created_ms),
+        "min_protocol_version": PROTOCOL_VERSION,
+        "max_protocol_version": PROTOCOL_VERSION,
+        "mode": dep.mode,
+    }
+    if services is not None and settings is not None:
+        view["services"] = [_service_view(s, settings) for s in services]
+    else:
+        view["services"] = [{"name": name, "revision": 1} for name in dep.services]
+    return view
+
+
+def _state_value(name: str, raw: msgspec.Raw) -> bytes:
+    """One value of a state edit: Restate's byte array (of JSON), or a JSON value itself."""
+    try:
+        octets = msgspec.json.decode(raw, type=list[int])
+    except msgspec.ValidationError:
+        return bytes(raw)
+    if not all(0 <= o <= 255 for o in octets):
+        return bytes(raw)
+    value = bytes(octets)
+    try:
+        msgspec.json.decode(value)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        raise BadRequest(f"state '{name}': the bytes are not JSON (the proxy keeps state as JSON)") from None
+    return value
 
 
 def _flag(value: str | None, name: str) -> bool:
@@ -144,10 +258,11 @@ def create_admin(runtime: Runtime) -> Starlette:
             parsed = msgspec.json.decode(body, type=_RegisterRequest)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f'expected {{"uri": "http://..."}}: {exc}') from None
-        dep, services = await runtime.registry.register(parsed.uri)
-        view = _deployment_view(dep)
-        view["services"] = [_service_view(s) for s in services]
-        return json_response(view, 201)
+        known = any(d.uri == parsed.uri.rstrip("/") for d in runtime.registry.deployments.values())
+        dep, services = await runtime.registry.register(parsed.uri, dry_run=parsed.dry_run)
+        view = _deployment_view(dep, services, runtime.settings)
+        # Restate's codes: 201 for a new deployment, 200 for one updated in place (also in a dry run).
+        return json_response(view, 200 if known else 201)
 
     async def deployments(request: Request) -> Response:
         return json_response({"deployments": [_deployment_view(d) for d in runtime.registry.deployments.values()]})
@@ -156,7 +271,8 @@ def create_admin(runtime: Runtime) -> Starlette:
         dep = runtime.registry.deployments.get(request.path_params["id"])
         if dep is None:
             raise NotFound(f"deployment '{request.path_params['id']}' not found")
-        return json_response(_deployment_view(dep))
+        services = [s for s in runtime.registry.services.values() if s.deployment_id == dep.id]
+        return json_response(_deployment_view(dep, services, runtime.settings))
 
     async def remove_deployment(request: Request) -> Response:
         """Restate's ``DELETE /deployments/{id}?force=``: 202 once removed, with what changed."""
@@ -165,16 +281,27 @@ def create_admin(runtime: Runtime) -> Starlette:
         view = _deployment_view(removal.deployment)
         view.update(
             removed_services=removal.removed_services,
-            moved_services=[_service_view(s) for s in removal.moved_services],
+            moved_services=[_service_view(s, runtime.settings) for s in removal.moved_services],
             pinned_invocations=removal.pinned,
         )
         return json_response(view, 202)
 
     async def services(request: Request) -> Response:
-        return json_response({"services": [_service_view(s) for s in runtime.registry.services.values()]})
+        views = [_service_view(s, runtime.settings) for s in runtime.registry.services.values()]
+        return json_response({"services": views})
 
     async def service(request: Request) -> Response:
-        return json_response(_service_view(runtime.registry.service(request.path_params["name"])))
+        return json_response(_service_view(runtime.registry.service(request.path_params["name"]), runtime.settings))
+
+    async def version(request: Request) -> Response:
+        """Restate's ``GET /version``: the admin API versions served (Restate's CLI checks them)."""
+        return json_response({
+            "version": f"{RESTATE_VERSION}+durable-proxy.{__version__}",
+            "min_admin_api_version": ADMIN_API_VERSIONS[0],
+            "max_admin_api_version": ADMIN_API_VERSIONS[1],
+            "ingress_endpoint": f"http://{runtime.settings.host}:{runtime.settings.ingress_port}/",
+            "features": {},
+        })  # fmt: skip
 
     async def get_state(request: Request) -> Response:
         svc = runtime.registry.service(request.path_params["name"])
@@ -193,8 +320,12 @@ def create_admin(runtime: Runtime) -> Starlette:
             edit = msgspec.json.decode(body, type=_StateEdit)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
             raise BadRequest(f'expected {{"object_key": "...", "new_state": {{...}}}}: {exc}') from None
-        new_state = {k: bytes(v) for k, v in edit.new_state.items()}
-        await runtime.replace_state(svc.name, edit.object_key, new_state)
+        new_state = {k: _state_value(k, v) for k, v in edit.new_state.items()}
+        if edit.version is not None:
+            # Restate's optimistic check, also made inside the write (`Runtime.replace_state_if`).
+            await runtime.replace_state_if(svc.name, edit.object_key, new_state, edit.version, state_version)
+        else:
+            await runtime.replace_state(svc.name, edit.object_key, new_state)
         return Response(status_code=202)
 
     async def invocation(request: Request) -> Response:
@@ -257,6 +388,14 @@ def create_admin(runtime: Runtime) -> Starlette:
             return json_response({"id": request.path_params["id"], "status": "purged"})
         return json_response(invocation_view(runtime, record, with_journal=False))
 
+    async def delete_invocation(request: Request) -> Response:
+        """Restate's older ``DELETE /invocations/{id}?mode=cancel|kill|purge`` (cancel by default): 202."""
+        mode = request.query_params.get("mode", "cancel").lower()
+        if mode not in ("cancel", "kill", "purge"):
+            raise BadRequest(f"unknown mode '{mode}': use cancel, kill or purge")
+        await runtime.act(mode, request.path_params["id"])
+        return Response(status_code=202)
+
     async def bulk(request: Request) -> Response:
         action = request.path_params["action"]
         if action not in _ACTIONS:
@@ -286,6 +425,8 @@ def create_admin(runtime: Runtime) -> Starlette:
 
     routes = [
         Route("/health", health, methods=["GET"]),
+        Route("/version", version, methods=["GET"]),
+        Route("/query", query_endpoint(runtime), methods=["POST"]),
         Route("/deployments", register, methods=["POST"]),
         Route("/deployments", deployments, methods=["GET"]),
         Route("/deployments/{id}", deployment, methods=["GET"]),
@@ -297,11 +438,31 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/invocations", list_invocations, methods=["GET"]),
         Route("/invocations/bulk/{action}", bulk, methods=["POST", "PATCH"]),
         Route("/invocations/{id}", invocation, methods=["GET"]),
+        Route("/invocations/{id}", delete_invocation, methods=["DELETE"]),
         Route("/invocations/{id}/{action}", act, methods=["POST", "PATCH"]),
         Route("/invocations/{id}/journal", invocation_journal, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route(ACK_PATH, append_endpoint(runtime), methods=["POST"]),
+        *openapi_routes(runtime),
         *ui_routes(),
     ]
-    return Starlette(routes=routes, exception_handlers=exception_handlers("admin"))
+    app = Starlette(routes=routes, exception_handlers=exception_handlers("admin"))
+    app.add_middleware(_ApiVersionPrefix)
+    return app
+
+
+class _ApiVersionPrefix:
+    """Serves ``/v{N}/...`` (N an admin API version in `ADMIN_API_VERSIONS`) as ``/...``: Restate's
+    CLI prefixes every path with the version it chose from ``/version``."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            match = _VERSION_PREFIX.match(scope["path"])
+            if match and ADMIN_API_VERSIONS[0] <= int(match.group(1)) <= ADMIN_API_VERSIONS[1]:
+                raw = scope.get("raw_path") or scope["path"].encode()
+                scope = {**scope, "path": scope["path"][match.end() :] or "/", "raw_path": raw[match.end() :] or b"/"}
+        await self.app(scope, receive, send)

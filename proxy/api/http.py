@@ -7,9 +7,11 @@ import logging
 from typing import Any
 
 import msgspec
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durable_core.errors import (
     InvalidJson,
@@ -22,7 +24,7 @@ from durable_core.errors import (
     error_body,
 )
 
-__all__ = ["check_json", "exception_handlers", "json_response", "read_body"]
+__all__ = ["Cors", "check_json", "exception_handlers", "json_response", "read_body"]
 
 log = logging.getLogger("proxy.api.http")
 _encoder = msgspec.json.Encoder()
@@ -54,11 +56,12 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
 _JSON_TYPES = ("application/json", "text/json")
 
 
-def check_json(request: Request, body: bytes) -> None:
-    """Reject a body that is not JSON: a wrong content type (415) or invalid JSON (400)."""
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if body and content_type and content_type not in _JSON_TYPES and not content_type.endswith("+json"):
-        raise UnsupportedMediaType(f"content-type {content_type!r} is not JSON; send application/json")
+def check_json(request: Request, body: bytes, content_type: bool = True) -> None:
+    """Reject a body that is not JSON: a wrong content type (415; not checked without
+    `content_type`) or invalid JSON (400)."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type and body and media_type and media_type not in _JSON_TYPES and not media_type.endswith("+json"):
+        raise UnsupportedMediaType(f"content-type {media_type!r} is not JSON; send application/json")
     if not body:
         return
     try:
@@ -99,7 +102,12 @@ def _http_error(source: str) -> Any:
         else:
             mapped = ProxyError(str(exc.detail))
             mapped.status = exc.status_code
-        return Response(mapped.body(source), status_code=mapped.status, media_type="application/json")
+        return Response(
+            mapped.body(source),
+            status_code=mapped.status,
+            media_type="application/json",
+            headers={"x-restate-error-source": source},
+        )
 
     return handle
 
@@ -116,3 +124,50 @@ def _internal(source: str) -> Any:
 def exception_handlers(source: str) -> dict[Any, Any]:
     """Starlette exception handlers mapping every error to the one JSON shape."""
     return {ProxyError: _proxy_error(source), HTTPException: _http_error(source), Exception: _internal(source)}
+
+
+_CORS_VARY = (b"vary", b"origin, access-control-request-method, access-control-request-headers")
+_CORS_ANSWERED = frozenset({b"access-control-allow-origin", b"access-control-allow-credentials"})
+
+
+class Cors:
+    """CORS as Restate's ingress answers it (tower-http's ``CorsLayer::very_permissive``).
+
+    Every ``OPTIONS`` request is a preflight, answered here with 200 and an empty body: the
+    request's ``Origin``, ``Access-Control-Request-Method`` and ``Access-Control-Request-Headers``
+    are mirrored back as allowed, with credentials allowed. Every other answer gets the mirrored
+    ``access-control-allow-origin``, ``access-control-allow-credentials: true`` and ``vary``.
+    No header is exposed (as in Restate).
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_headers = Headers(scope=scope)
+        added: list[tuple[bytes, bytes]] = [(b"access-control-allow-credentials", b"true"), _CORS_VARY]
+        origin = request_headers.get("origin")
+        if origin is not None:
+            added.append((b"access-control-allow-origin", origin.encode("latin-1")))
+        if scope["method"] == "OPTIONS":
+            for asked, allowed in (
+                ("access-control-request-method", b"access-control-allow-methods"),
+                ("access-control-request-headers", b"access-control-allow-headers"),
+            ):
+                value = request_headers.get(asked)
+                if value is not None:
+                    added.append((allowed, value.encode("latin-1")))
+            await send({"type": "http.response.start", "status": 200, "headers": [*added, (b"content-length", b"0")]})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _CORS_ANSWERED]
+                message = {**message, "headers": kept + added}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

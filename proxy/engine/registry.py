@@ -22,9 +22,23 @@ __all__ = ["Registry", "deployment_id"]
 log = logging.getLogger("proxy.engine.registry")
 
 
+#: Restate's base62 alphabet (digits, lower case, upper case: the `base62` crate's "alternative" one).
+_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+#: Characters of a u128 in Restate's fixed-width base62.
+_U128_WIDTH = 22
+
+
 def deployment_id(uri: str) -> str:
-    """A stable id per URI, so registering the same URI again updates it in place."""
-    return "dp_" + hashlib.sha256(uri.encode()).hexdigest()[:20]
+    """A stable id per URI in Restate's id format, so that Restate's CLI parses it: ``dp_``, the id
+    scheme version ``1``, then a u128 (here the first 16 bytes of sha256 of the URI) in fixed-width
+    base62. Registering a URI already registered keeps the id it has (see `Registry.register`), so
+    deployments stored with the older ``dp_<20 hex>`` ids keep theirs."""
+    value = int.from_bytes(hashlib.sha256(uri.encode()).digest()[:16], "big")
+    digits = []
+    for _ in range(_U128_WIDTH):
+        value, digit = divmod(value, 62)
+        digits.append(_BASE62[digit])
+    return "dp_1" + "".join(reversed(digits))
 
 
 class Registry:
@@ -86,14 +100,19 @@ class Registry:
             raise BadRequest(f"{url} speaks protocol {manifest.protocol_version}, not {PROTOCOL_VERSION}")
         return manifest
 
-    async def register(self, uri: str) -> tuple[DeploymentRecord, list[ServiceRecord]]:
-        """Discover `uri` and make it the serving deployment of its services. Returns after commit."""
+    async def register(self, uri: str, dry_run: bool = False) -> tuple[DeploymentRecord, list[ServiceRecord]]:
+        """Discover `uri` and make it the serving deployment of its services. Returns after commit.
+
+        With `dry_run`, discovery runs but nothing is written: the answer is what would be registered.
+        A URI registered before keeps its deployment id (it is updated in place).
+        """
         uri = uri.rstrip("/")
         if not uri.startswith(("http://", "https://")):
             raise BadRequest("uri must be an http:// or https:// URL")
         manifest = await self.discover(uri)
+        existing = next((d for d in self.deployments.values() if d.uri == uri), None)
         dep = DeploymentRecord(
-            id=deployment_id(uri),
+            id=existing.id if existing is not None else deployment_id(uri),
             uri=uri,
             mode=manifest.mode,
             services=[s.name for s in manifest.services],
@@ -105,9 +124,13 @@ class Registry:
                 type=s.type,
                 handlers={h.name: h.kind for h in s.handlers},
                 deployment_id=dep.id,
+                input_schemas={h.name: h.input_schema for h in s.handlers if h.input_schema is not None},
+                output_schemas={h.name: h.output_schema for h in s.handlers if h.output_schema is not None},
             )
             for s in manifest.services
         ]
+        if dry_run:
+            return dep, services
 
         machine = self.machine
         assert machine is not None, "load() first"

@@ -13,18 +13,19 @@ Reads go through `Machine`'s read functions over a read transaction. Nothing els
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from durable_core.effects import Effects
-from durable_core.errors import BadRequest, NotFound, Unavailable
+from durable_core.errors import BadRequest, Conflict, NotFound, Unavailable
 from durable_core.journal import new_seed
 from durable_core.keys import new_invocation_id
 from durable_core.machine import DeploymentRemoval, Limits, Machine
-from durable_core.records import Action, InvocationRecord, Status
+from durable_core.records import Action, DeploymentRecord, InvocationRecord, ServiceRecord, Status
 from durable_core.retry import RetryPolicy
-from durable_core.txn import DBS, Backend
+from durable_core.txn import DBS, Backend, Txn
 from handlers_sdk.clock import Clock, SystemClock
 from handlers_sdk.protocol import AppendRequest, Entry, Failure
 from proxy import faults
@@ -42,7 +43,7 @@ from proxy.store.writer import Writer
 if TYPE_CHECKING:
     from proxy.store.postgres import PostgresStore
 
-__all__ = ["Runtime", "Target", "backend_of", "limits_of"]
+__all__ = ["Runtime", "SqlSnapshot", "Target", "backend_of", "limits_of"]
 
 log = logging.getLogger("proxy.engine.runtime")
 
@@ -59,6 +60,26 @@ class Target:
         self.service = service
         self.handler = handler
         self.key = key
+
+
+#: How a state's version is computed (`Runtime.replace_state_if`).
+VersionOf = Callable[[dict[str, bytes]], str]
+
+
+@dataclasses.dataclass
+class SqlSnapshot:
+    """The records one SQL query over the admin API reads, from one read transaction
+    (`Runtime.sql_snapshot`): at most `limit` invocations (the newest) and journal rows."""
+
+    invocations: list[InvocationRecord] = dataclasses.field(default_factory=list)
+    #: True when there were more invocations (or journal rows) than the limit.
+    truncated: bool = False
+    #: Invocation id -> its journal rows (JSON `JournalItem`s), for the invocations read.
+    journals: dict[str, list[bytes]] = dataclasses.field(default_factory=dict)
+    #: (service, key) -> state, for the object and workflow keys of the invocations read.
+    states: dict[tuple[str, str], dict[str, bytes]] = dataclasses.field(default_factory=dict)
+    deployments: list[DeploymentRecord] = dataclasses.field(default_factory=list)
+    services: list[ServiceRecord] = dataclasses.field(default_factory=list)
 
 
 def _transport(settings: Settings) -> Transport:
@@ -261,6 +282,45 @@ class Runtime:
             )
         )
 
+    async def call(
+        self, target: Target, body: bytes, idempotency: str | None, headers: dict[str, str]
+    ) -> tuple[InvocationRecord, Failure | None]:
+        """An ingress call: invoke, then wait for the outcome.
+
+        Returns:
+            The completed record and None; or, for a call the machine answers at once (a
+            workflow's run called again, `Machine.duplicate_call_failure`), the existing record
+            (maybe still running) and the failure to answer with.
+        """
+        record, created = await self.invoke(target, body, idempotency, headers)
+        failure = self.machine.duplicate_call_failure(record, created)
+        if failure is not None:
+            return record, failure
+        return await self.wait(record.id), None
+
+    async def accept_awakeable(self, awakeable: str, value: bytes | None, failure: Failure | None) -> None:
+        """Resolve or reject an awakeable as Restate's ingress does (`Machine.accept_awakeable`: a
+        completion with nothing left to complete is accepted and dropped). Returns after commit.
+
+        Raises:
+            BadRequest: not an awakeable id. NotFound: its invocation has not journaled it yet.
+        """
+        now = self.clock.now_ms()
+        self.apply(
+            await self.writer.submit(
+                lambda txn: self.machine.accept_awakeable(txn, awakeable, now=now, value=value, failure=failure)
+            )
+        )
+
+    def idempotent_invocation(self, service: str, handler: str, key: str, idempotency: str) -> str:
+        """The invocation an idempotency key names on a target, or NotFound."""
+        now = self.clock.now_ms()
+        with self.store.read() as txn:
+            found = self.machine.idempotent_invocation(txn, service, handler, key, idempotency, now=now)
+        if found is None:
+            raise NotFound("invocation not found")
+        return found
+
     def workflow_run(self, workflow: str, key: str) -> str:
         """The invocation id of a workflow key's run, or NotFound."""
         svc = self.registry.service(workflow)
@@ -319,6 +379,24 @@ class Runtime:
         """Replace the whole state of an object or workflow key. Returns after commit."""
         await self.writer.submit(lambda txn: self.machine.replace_state(txn, service, key, state))
 
+    async def replace_state_if(
+        self, service: str, key: str, state: dict[str, bytes], version: str, version_of: VersionOf
+    ) -> None:
+        """Replace the whole state of a key if its current state has `version` (as `version_of`
+        computes it: Restate's optimistic check), in the same write. Returns after commit.
+
+        Raises:
+            Conflict: the state changed since `version` was read.
+        """
+
+        def write(txn: Txn) -> None:
+            current = version_of(self.machine.state(txn, service, key))
+            if current != version:
+                raise Conflict(f"the state of '{service}/{key}' changed: its version is {current}, not {version}")
+            self.machine.replace_state(txn, service, key, state)
+
+        await self.writer.submit(write)
+
     # -- reads ----------------------------------------------------------------------------------
 
     def get(self, invocation_id: str) -> InvocationRecord:
@@ -358,6 +436,31 @@ class Runtime:
                 txn, status=status, service=service, handler=handler, limit=limit, after=after, before=before,
                 order=order,
             )  # fmt: skip
+
+    def sql_snapshot(self, invocations: bool, journals: bool, states: bool, limit: int) -> SqlSnapshot:
+        """What `POST /query` reads, from one read transaction: deployments and services, and if
+        asked the newest `limit` invocations, their journals (at most `limit` rows in all) and the
+        state of their object and workflow keys (the store keeps state under a hash of the key, so
+        the keys come from the invocations)."""
+        snapshot = SqlSnapshot()
+        with self.store.read() as txn:
+            snapshot.deployments = self.machine.deployments(txn)
+            snapshot.services = self.machine.services(txn)
+            if not (invocations or journals or states):
+                return snapshot
+            snapshot.invocations, snapshot.truncated = self.machine.recent_invocations(txn, limit)
+            rows = 0
+            for record in snapshot.invocations if journals else ():
+                journal = self.machine.journal(txn, record.id)
+                if rows + len(journal) > limit:
+                    snapshot.truncated = True
+                    break
+                snapshot.journals[record.id] = journal
+                rows += len(journal)
+            for record in snapshot.invocations if states else ():
+                if record.keyed and (record.service, record.key) not in snapshot.states:
+                    snapshot.states[record.service, record.key] = self.machine.state(txn, record.service, record.key)
+        return snapshot
 
     def status_counts(self) -> dict[str, int]:
         """How many invocations are in each status."""

@@ -21,6 +21,7 @@ Exit codes: 0 ok, 1 the API answered an error (or cannot be reached), 2 usage er
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -262,7 +263,32 @@ def _cmd_action(client: AdminClient, args: argparse.Namespace, out: TextIO) -> i
 
 
 def _handlers(handlers: Sequence[Mapping[str, Any]]) -> str:
-    return ", ".join(h["name"] + (f" ({h['kind']})" if h.get("kind") else "") for h in handlers)
+    """Handler names, with their type (Restate's ``ty``: Exclusive, Shared, Workflow) where they have one."""
+    return ", ".join(h["name"] + (f" ({str(h['ty']).lower()})" if h.get("ty") else "") for h in handlers)
+
+
+#: Restate's service ``ty`` in the proxy's words.
+_SERVICE_TYPES = {"Service": "service", "VirtualObject": "object", "Workflow": "workflow"}
+
+
+def _service_type(svc: Mapping[str, Any]) -> str:
+    """A service's type as the proxy names it (``service``, ``object``, ``workflow``)."""
+    ty = str(svc.get("ty", ""))
+    return _SERVICE_TYPES.get(ty, ty)
+
+
+def _registered(created_at: Any) -> str:
+    """Restate's ``created_at`` (RFC 3339) shown as the other timestamps of the CLI."""
+    try:
+        when = datetime.datetime.fromisoformat(str(created_at).replace("Z", "+00:00"))
+    except ValueError:
+        return str(created_at or "")
+    return timestamp(int(when.timestamp() * 1000))
+
+
+def _service_names(services: Sequence[Any]) -> str:
+    """A deployment's services: Restate's ``{name, revision}`` objects (or plain names)."""
+    return ", ".join(s["name"] if isinstance(s, Mapping) else str(s) for s in services)
 
 
 def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
@@ -278,7 +304,7 @@ def _cmd_services(client: AdminClient, args: argparse.Namespace, out: TextIO) ->
     for svc in sorted(services, key=lambda s: s["name"]):
         dep = deployments.get(svc.get("deployment_id", ""), {})
         uri = dep.get("uri", svc.get("deployment_id", ""))
-        rows.append([svc["name"], svc.get("type", ""), uri, _handlers(svc.get("handlers", []))])
+        rows.append([svc["name"], _service_type(svc), uri, _handlers(svc.get("handlers", []))])
     out.write(format_table(["NAME", "TYPE", "DEPLOYMENT", "HANDLERS"], rows) + "\n")
     return EXIT_OK
 
@@ -292,7 +318,7 @@ def _cmd_deployments_ls(client: AdminClient, args: argparse.Namespace, out: Text
         out.write("no deployments\n")
         return EXIT_OK
     rows = [
-        [d["id"], d["uri"], d.get("mode", ""), timestamp(d.get("created_ms")), ", ".join(d.get("services", []))]
+        [d["id"], d["uri"], d.get("mode", ""), _registered(d.get("created_at")), _service_names(d.get("services", []))]
         for d in deployments
     ]
     out.write(format_table(["ID", "URI", "MODE", "REGISTERED", "SERVICES"], rows) + "\n")
@@ -305,7 +331,7 @@ def _cmd_deployments_add(client: AdminClient, args: argparse.Namespace, out: Tex
         _print_json(dep, out)
         return EXIT_OK
     out.write(f"registered {dep['id']} at {dep['uri']} ({dep.get('mode', '')} mode)\n")
-    rows = [[s["name"], s.get("type", ""), _handlers(s.get("handlers", []))] for s in dep.get("services", [])]
+    rows = [[s["name"], _service_type(s), _handlers(s.get("handlers", []))] for s in dep.get("services", [])]
     if rows:
         out.write(format_table(["SERVICE", "TYPE", "HANDLERS"], rows) + "\n")
     return EXIT_OK

@@ -405,9 +405,16 @@ def stop_process_group(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(10)
 
 
+#: The admin API's (Restate's) service ``ty`` in the words of the discovery manifest's ``type``.
+_SERVICE_TYPES = {"Service": "service", "VirtualObject": "object", "Workflow": "workflow"}
+
+
 def _service_signature(svc: dict[str, Any]) -> tuple[Any, ...]:
-    handlers = tuple(sorted((h["name"], h.get("kind", "")) for h in svc.get("handlers", [])))
-    return svc.get("type", "service"), handlers
+    """(type, handlers) of a service, from the discovery manifest (``type``, handlers' ``kind``) or
+    the admin API (Restate's ``ty``, handlers' ``ty``)."""
+    handlers = tuple(sorted((h["name"], h.get("kind", str(h.get("ty", "")).lower())) for h in svc.get("handlers", [])))
+    service_type = svc["type"] if "type" in svc else _SERVICE_TYPES.get(svc.get("ty", ""), "service")
+    return service_type, handlers
 
 
 def _manifest_signature(manifest: dict[str, Any]) -> tuple[Any, ...]:
@@ -420,7 +427,8 @@ def _registered_signature(deployment: dict[str, Any] | None, services: list[dict
         return None
     by_name = {s["name"]: s for s in services if s.get("deployment_id") == deployment["id"]}
     known = {}
-    for name in deployment.get("services", []):
+    for entry in deployment.get("services", []):
+        name = entry["name"] if isinstance(entry, dict) else entry  # Restate's {name, revision}
         svc = by_name.get(name)
         if svc is None:
             return None
@@ -543,7 +551,7 @@ class _Supervisor:
         wanted = _manifest_signature(manifest)
         if _registered_signature(mine, services) != wanted:
             registered = await http.post(self.admin_url + "/deployments", json={"uri": self.handler_url}, timeout=15)
-            if registered.status_code != 201:
+            if registered.status_code not in (200, 201):  # 200: updated in place (Restate's code)
                 self._warn(f"[dev] cannot register {self.handler_url}: {registered.status_code} {registered.text}")
                 return
             if self.announced:

@@ -89,18 +89,20 @@ BAD_REQUESTS: list[tuple[str, str, bytes, dict[str, str], int]] = [
     ("POST", "/Ledger/run", b"\xff", {}, 400),
     ("POST", "/Ledger/run", b'{"steps": 1} trailing', {}, 400),
     ("POST", "/Ledger/run", b"nul", {}, 400),
-    ("POST", "/Ledger/run", b'{"steps": 1}', {"content-type": "text/plain"}, 415),
-    ("POST", "/Ledger/run", b'{"steps": 1}', {"idempotency-key": ""}, 400),
+    # Restate's answers (docs/restate-compatibility.md): a non-JSON content type is a 400, an
+    # empty idempotency-key header is ignored, a GET of a handler invokes it with no input.
+    ("POST", "/Ledger/run", b'{"steps": 1}', {"content-type": "text/plain"}, 400),
     ("POST", "/Ledger/run?delay=1s", b'{"steps": 1}', {}, 400),
     ("POST", "/Ledger/run/send?delay=forever", b'{"steps": 1}', {}, 400),
     ("POST", "/Nope/run", b"{}", {}, 404),
     ("POST", "/Ledger/nope", b"{}", {}, 404),
     ("POST", "/" + "S" * 600 + "/run", b"{}", {}, 404),
-    ("POST", "/Ledger/run/extra/parts", b"{}", {}, 404),
-    ("GET", "/Ledger/run", b"", {}, 405),
-    ("GET", "/restate/invocation/inv_doesnotexist/attach", b"", {}, 404),
-    ("GET", "/restate/invocation/inv_doesnotexist/output", b"", {}, 404),
-    ("GET", "/restate/invocation/\u00e9t\u00e9/output", b"", {}, 404),
+    ("POST", "/Ledger/run/extra/parts", b"{}", {}, 400),
+    ("GET", "/restate/invocation/inv_doesnotexist/attach", b"", {}, 400),  # not an invocation id
+    ("GET", "/restate/invocation/inv_doesnotexist/output", b"", {}, 400),
+    ("GET", "/restate/invocation/\u00e9t\u00e9/output", b"", {}, 400),
+    ("GET", "/restate/invocation/inv_00000000000000000000000000/attach", b"", {}, 404),  # well formed, unknown
+    ("GET", "/restate/invocation/inv_00000000000000000000000000/output", b"", {}, 404),
 ]
 
 

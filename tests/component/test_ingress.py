@@ -142,6 +142,87 @@ async def test_headers_reach_the_handler(start: StartHarness) -> None:
     headers = response.json()
     assert headers["x-tenant"] == "t1"
     assert "idempotency-key" not in headers and "host" not in headers
+    # Restate's ingress tells the handler the path (and query) the request came in on.
+    assert headers["x-restate-ingress-path"] == "/Headers/show"
+
+
+# -- Restate's answers (issue 14; Restate's client is driven in tests/compat) -------------------
+
+
+async def test_get_invokes_a_handler_and_an_empty_idempotency_key_is_ignored(h: Harness) -> None:
+    response = await h.ingress.get("/Greeter/ping")
+    assert (response.status_code, response.json()) == (200, "pong")
+    first = await h.ingress.post("/Greeter/echo", json=1, headers={"idempotency-key": ""})
+    second = await h.ingress.post("/Greeter/echo", json=2, headers={"idempotency-key": ""})
+    assert (first.json(), second.json()) == (1, 2)
+    assert first.headers["x-restate-id"] != second.headers["x-restate-id"]
+
+
+async def test_restate_health_and_v1_7_paths(h: Harness) -> None:
+    health = await h.ingress.get("/restate/health")
+    assert health.json() == {"services": ["Greeter"]}
+    call = await h.ingress.post("/restate/call/Greeter/echo", json="v17")
+    assert (call.status_code, call.json()) == (200, "v17")
+    send = await h.ingress.post("/restate/send/Greeter/echo", json="sent", params={"delay": "PT0.05S"})
+    assert send.status_code == 202
+    assert send.json()["executionTime"].endswith("Z")
+    inv = send.json()["invocationId"]
+    attached = await h.ingress.get(f"/restate/attach/{inv}")
+    assert (attached.status_code, attached.json()) == (200, "sent")
+    for path in (f"/restate/output/{inv}", "/restate/output", "/restate/attach"):
+        body = {"target": "invocation", "invocationId": inv}
+        response = await (h.ingress.get(path) if inv in path else h.ingress.post(path, json=body))
+        assert (response.status_code, response.json()) == (200, "sent"), path
+    lookup = await h.ingress.post("/restate/lookup", json={"target": "invocation", "invocationId": inv})
+    assert lookup.json() == {"invocationId": inv}
+    assert (await h.ingress.post("/restate/lookup", json={"target": "nope"})).status_code == 400
+
+
+async def test_attach_by_idempotency_key_and_idempotency_expires(h: Harness) -> None:
+    call = await h.ingress.post("/Greeter/echo", json="kept", headers={"idempotency-key": "a key/1"})
+    assert "idempotency-expires" in call.headers
+    for action in ("attach", "output"):
+        response = await h.ingress.get(f"/restate/invocation/Greeter/echo/a%20key%2F1/{action}")
+        assert (response.status_code, response.json()) == (200, "kept")
+        assert response.headers["x-restate-id"] == call.headers["x-restate-id"]
+    missing = await h.ingress.get("/restate/invocation/Greeter/echo/other/output")
+    assert missing.status_code == 404
+    plain = await h.ingress.post("/Greeter/echo", json="plain")
+    assert "idempotency-expires" not in plain.headers
+
+
+async def test_limit_keys_need_a_scope_and_workflow_paths_need_a_workflow(h: Harness) -> None:
+    before = await h.counts()
+    for kwargs in ({"headers": {"x-restate-limit-key": "tenant-1"}}, {"params": {"limit-key": "tenant-1"}}):
+        response = await h.ingress.post("/Greeter/echo", json=1, **kwargs)  # type: ignore[arg-type]
+        assert response.status_code == 400 and "limit-key" in response.json()["message"]
+    assert await h.counts() == before
+    # Greeter is not a workflow: it has no run to attach to (Restate's 404).
+    assert (await h.ingress.get("/restate/workflow/Greeter/k/attach")).status_code == 404
+
+
+async def test_unknown_ids_405s_and_cors(h: Harness) -> None:
+    unknown = "inv_" + "0" * 26
+    response = await h.ingress.get(f"/restate/output/{unknown}")
+    assert response.status_code == 404 and response.headers["x-restate-id"] == unknown
+    not_allowed = await h.ingress.put("/Greeter/echo", json=1)
+    assert not_allowed.status_code == 405 and not_allowed.headers["x-restate-error-source"] == "ingress"
+    origin = "http://page.example"
+    preflight = await h.ingress.options(
+        "/Greeter/echo",
+        headers={
+            "origin": origin, "access-control-request-method": "POST",
+            "access-control-request-headers": "content-type,idempotency-key",
+        },
+    )  # fmt: skip
+    assert preflight.status_code == 200 and preflight.content == b""
+    assert preflight.headers["access-control-allow-origin"] == origin
+    assert preflight.headers["access-control-allow-methods"] == "POST"
+    assert preflight.headers["access-control-allow-headers"] == "content-type,idempotency-key"
+    assert preflight.headers["access-control-allow-credentials"] == "true"
+    answered = await h.ingress.post("/Greeter/echo", json=1, headers={"origin": origin})
+    assert answered.headers["access-control-allow-origin"] == origin
+    assert "origin" in answered.headers["vary"]
 
 
 # -- terminal errors ---------------------------------------------------------------------------
@@ -200,27 +281,30 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
     ("unknown-service", "POST", "/Nope/greet", {"json": "x"}, 404),
     ("unknown-handler", "POST", "/Greeter/nope", {"json": "x"}, 404),
     ("unknown-handler-send", "POST", "/Greeter/nope/send", {"json": "x"}, 404),
-    ("too-many-segments", "POST", "/Greeter/greet/extra/more", {"json": "x"}, 404),
-    ("service-only", "POST", "/Greeter", {"json": "x"}, 404),
+    # Restate's "bad path" answers are 400s (404 is for unknown services, handlers and invocations).
+    ("too-many-segments", "POST", "/Greeter/greet/extra/more", {"json": "x"}, 400),
+    ("service-only", "POST", "/Greeter", {"json": "x"}, 400),
     ("restate-prefix", "POST", "/restate/Greeter/greet", {"json": "x"}, 404),
-    ("unknown-invocation-attach", "GET", "/restate/invocation/inv_0000000000000000000000000/attach", {}, 404),
-    ("unknown-invocation-output", "GET", "/restate/invocation/inv_nope/output", {}, 404),
-    ("non-ascii-invocation", "GET", "/restate/invocation/inv_ü/output", {}, 404),
+    ("unknown-invocation-attach", "GET", "/restate/invocation/inv_00000000000000000000000000/attach", {}, 404),
+    ("unknown-invocation-output", "GET", "/restate/invocation/inv_00000000000000000000000000/output", {}, 404),
+    # A malformed invocation id is a bad request (Restate's "bad invocation id").
+    ("malformed-invocation-id", "GET", "/restate/invocation/inv_nope/output", {}, 400),
+    ("non-ascii-invocation", "GET", "/restate/invocation/inv_ü/output", {}, 400),
     ("unknown-invocation-action", "GET", "/restate/invocation/inv_nope/cancel", {}, 404),
-    ("get-a-handler", "GET", "/Greeter/greet", {}, 405),
     ("put-a-handler", "PUT", "/Greeter/greet", {"json": "x"}, 405),
     ("delete-a-handler", "DELETE", "/Greeter/greet", {}, 405),
-    ("post-to-restate-path", "POST", "/restate/invocation/inv_x/attach", {}, 404),
+    ("post-to-restate-path", "POST", "/restate/invocation/inv_00000000000000000000000000/attach", {}, 405),
     ("body-over-limit", "POST", "/Greeter/echo", {"content": b'"' + b"x" * MAX_BODY + b'"'}, 413),
     ("send-body-over-limit", "POST", "/Greeter/echo/send", {"content": b"[" + b"1," * MAX_BODY + b"1]"}, 413),
-    ("text-plain", "POST", "/Greeter/echo", {"content": b'"x"', "headers": {"content-type": "text/plain"}}, 415),
-    ("form", "POST", "/Greeter/echo", {"data": {"a": "b"}}, 415),
+    # A body that is not JSON by its content type: Restate's input validation answers 400.
+    ("text-plain", "POST", "/Greeter/echo", {"content": b'"x"', "headers": {"content-type": "text/plain"}}, 400),
+    ("form", "POST", "/Greeter/echo", {"data": {"a": "b"}}, 400),
     (
         "octet-stream",
         "POST",
         "/Greeter/echo/send",
         {"content": b"\x00\x01", "headers": {"content-type": "application/octet-stream"}},
-        415,
+        400,
     ),
     (
         "truncated-json",
@@ -240,7 +324,6 @@ BAD_REQUESTS: list[tuple[str, str, str, dict[str, Any], int]] = [
     ),
     ("invalid-utf8-in-object", "POST", "/Greeter/echo/send", {"content": b'{"k": "\xc3"}'}, 400),
     ("lone-surrogate-bytes", "POST", "/Greeter/echo", {"content": b'"\xed\xa0\x80"'}, 400),
-    ("empty-idempotency-key", "POST", "/Greeter/echo", {"json": 1, "headers": {"idempotency-key": " "}}, 400),
     ("delay-on-call", "POST", "/Greeter/echo", {"json": 1, "params": {"delay": "10s"}}, 400),
     ("bad-delay", "POST", "/Greeter/echo/send", {"json": 1, "params": {"delay": "soon"}}, 400),
 ]

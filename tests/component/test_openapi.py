@@ -118,3 +118,13 @@ async def test_a_manifest_without_schemas_registers_and_documents_any_json(start
     ping = doc["paths"]["/Legacy/ping"]["post"]
     assert ping["requestBody"] == {"required": False, "content": {"application/json": {"schema": {}}}}
     assert ping["responses"]["200"]["content"]["application/json"]["schema"] == {}
+
+
+async def test_the_admin_api_serves_the_document(start: StartHarness) -> None:
+    """The proxy's own admin app mounts the route (also under Restate's /v{N} prefixes)."""
+    h = await start([shapes()])
+    for path in ("/services/Shapes/openapi", "/v1/services/Shapes/openapi"):
+        response = await h.admin.get(path)
+        assert response.status_code == 200, (path, response.text)
+        assert response.json()["info"]["title"] == "Shapes"
+    assert (await h.admin.get("/services/Nope/openapi")).status_code == 404

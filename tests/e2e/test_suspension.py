@@ -127,12 +127,19 @@ def test_awakeable_resolved_after_a_proxy_restart(cluster: Cluster) -> None:
     done = proxy.wait_status(inv, "completed", timeout=20)
     assert done["result"] == {"winner": "approval", "value": {"ok": True}}
     json_header = {"content-type": "application/json"}
+    # Restate's answers: completing it again, or completing a well-formed id nobody knows, is
+    # accepted (202) and changes nothing; only a malformed id is refused.
     again = proxy.http.post(f"{proxy.ingress}/restate/awakeables/{awk_id}/resolve", content=b"1", headers=json_header)
-    assert again.status_code == 409
+    assert again.status_code == 202
+    assert proxy.invocation(inv)["result"] == {"winner": "approval", "value": {"ok": True}}
     unknown = proxy.http.post(
+        f"{proxy.ingress}/restate/awakeables/awk_{'0' * 26}_1/resolve", content=b"1", headers=json_header
+    )
+    assert unknown.status_code == 202
+    malformed = proxy.http.post(
         f"{proxy.ingress}/restate/awakeables/awk_nope_1/resolve", content=b"1", headers=json_header
     )
-    assert unknown.status_code == 404
+    assert malformed.status_code == 400
     assert cluster.ledger.start_counts(inv) == {1: 1}
     # The timer that lost the race is gone with the invocation's completion.
     assert proxy.counts()["timers"] == 0

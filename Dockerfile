@@ -1,6 +1,8 @@
-# The durable proxy: ingress on :8080, admin API and step-ack callback on :9070, LMDB in /data.
+# The durable proxy: ingress on :8080, step-ack callback on :9071 (both on all interfaces), admin
+# API on :9070 inside the container only (loopback), LMDB in /data.
 #   docker build -t durable-proxy .
-#   docker run -p 8080:8080 -p 9070:9070 -v proxy-data:/data durable-proxy --deployment http://handlers:9080
+#   docker run -p 8080:8080 -v proxy-data:/data -e PROXY_CALLBACK_URL=http://proxy:9071 durable-proxy \
+#     --deployment http://handlers:9080
 ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
@@ -31,11 +33,16 @@ COPY durable_core ./durable_core
 COPY proxy ./proxy
 RUN pip install --no-cache-dir "./[proxy]"
 
+# Ingress and callback bind all interfaces; the admin API stays on the container's loopback (the
+# HEALTHCHECK reaches it there). To publish it, set PROXY_ADMIN_HOST=0.0.0.0 and give it a token:
+# mount a token file and name it in PROXY_ADMIN_TOKEN_FILE (docs/container.md); without one the
+# proxy refuses to start (unless --admin-insecure).
 ENV PROXY_HOST=0.0.0.0 \
+    PROXY_ADMIN_HOST=127.0.0.1 \
     PROXY_DATA_DIR=/data
 
 VOLUME /data
-EXPOSE 8080 9070
+EXPOSE 8080 9070 9071
 
 USER 10001:10001
 

@@ -115,6 +115,7 @@ def start_proxy(
     args = [
         sys.executable, "-m", "proxy",
         "--host", HOST, "--ingress-port", str(ingress_port), "--admin-port", str(admin_port),
+        "--callback-port", str(free_port()),
         "--data-dir", str(data_dir), "--deployment", f"http://{HOST}:{handler_port}",
         "--retry-initial-interval", "1ms", "--transport", transport, "--log-level", "warning",
     ]  # fmt: skip

@@ -2,7 +2,8 @@
 
 Every durable rule of the proxy lives here (invocation lifecycle, journal appends and
 completions, fencing, idempotency, per-key queues and state, workflow run-once and promises,
-timers and delayed sends, cancel/kill/pause/resume/purge, retention). Nothing here does I/O:
+timers and delayed sends, schedules, deployments' pinned invocations, cancel/kill/pause/resume/purge,
+retention). Nothing here does I/O:
 the rules run inside a transaction of any `Backend` (LMDB and PostgreSQL in the proxy, the
 in-memory `MemoryStore` in tests and `handlers_sdk.testing.LocalRuntime`) and return `Effects`
 for the shell to carry out. See docs/architecture.md.

@@ -20,10 +20,12 @@ import msgspec
 
 from durable_core.effects import Effects
 from durable_core.errors import Conflict, NotFound
+from durable_core.flow import LimitsOf, no_limits
 from durable_core.journal import finish, new_token
 from durable_core.keyed import object_hash
 from durable_core.keys import expiry_key, idempotency_key, invocation_key, journal_prefix
 from durable_core.lifecycle import complete, pause, start_attempt
+from durable_core.pins import pin, unpin
 from durable_core.records import InvocationRecord, Status
 from durable_core.rows import journal_items, put_record, read_record
 from durable_core.txn import Txn
@@ -31,7 +33,7 @@ from handlers_sdk.protocol import CallEntry, Failure
 
 __all__ = ["cancel", "kill", "pause_invocation", "purge", "resume"]
 
-_Action = Callable[[Txn, str, int, int, Effects], InvocationRecord]
+_Action = Callable[[Txn, str, int, int, Effects, LimitsOf], InvocationRecord]
 _NOT_STARTED: frozenset[Status] = frozenset({"pending", "scheduled"})
 
 
@@ -52,7 +54,7 @@ def _open_children(txn: Txn, invocation_id: str) -> list[str]:
 
 
 def _open(
-    txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, action: _Action
+    txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, action: _Action, limits_of: LimitsOf
 ) -> InvocationRecord:
     """The record of a not yet completed invocation, after applying `action` to its open children.
 
@@ -65,22 +67,25 @@ def _open(
         raise Conflict(f"invocation {invocation_id} has already completed")
     for child in _open_children(txn, invocation_id):
         with contextlib.suppress(NotFound, Conflict):
-            action(txn, child, now, retention_ms, effects)
+            action(txn, child, now, retention_ms, effects, limits_of)
     # A child that completed just now completed its call entry here too: read the record again.
     return _get(txn, invocation_id)
 
 
-def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects) -> InvocationRecord:
-    """Cancel an invocation and its open children (see the module docstring).
+def cancel(
+    txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, limits_of: LimitsOf = no_limits
+) -> InvocationRecord:
+    """Cancel an invocation and its open children (see the module docstring); one that never
+    started frees its place in a limit's queue (or its slots) with `limits_of`.
 
     Raises:
         NotFound: unknown invocation.
         Conflict: it has already completed.
     """
-    record = _open(txn, invocation_id, now, retention_ms, effects, cancel)
+    record = _open(txn, invocation_id, now, retention_ms, effects, cancel, limits_of)
     if record.status in _NOT_STARTED:
         done = complete(record, now, retention_ms, failure=Failure(code=409, message="invocation cancelled"))
-        finish(txn, done, now, effects)
+        finish(txn, done, now, effects, limits_of)
         return done
     record = start_attempt(msgspec.structs.replace(record, cancelled=True, retry_count=0), new_token(), now)
     put_record(txn, record)
@@ -88,16 +93,19 @@ def cancel(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: E
     return record
 
 
-def kill(txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects) -> InvocationRecord:
-    """Complete an invocation at once with a 409 failure; its open children are killed too.
+def kill(
+    txn: Txn, invocation_id: str, now: int, retention_ms: int, effects: Effects, limits_of: LimitsOf = no_limits
+) -> InvocationRecord:
+    """Complete an invocation at once with a 409 failure; its open children are killed too (their
+    concurrency slots are freed with `limits_of`).
 
     Raises:
         NotFound: unknown invocation.
         Conflict: it has already completed.
     """
-    record = _open(txn, invocation_id, now, retention_ms, effects, kill)
+    record = _open(txn, invocation_id, now, retention_ms, effects, kill, limits_of)
     done = complete(record, now, retention_ms, failure=Failure(code=409, message="invocation killed"))
-    finish(txn, done, now, effects)
+    finish(txn, done, now, effects, limits_of)
     return done
 
 
@@ -129,7 +137,11 @@ def resume(txn: Txn, invocation_id: str, now: int, deployment_id: str, effects: 
     if record.status not in ("paused", "backing-off"):
         raise Conflict(f"invocation {invocation_id} is {record.status}: only paused or backing-off "
                        "invocations can be resumed")  # fmt: skip
-    record = msgspec.structs.replace(record, retry_count=0, deployment_id=deployment_id or record.deployment_id)
+    if deployment_id and deployment_id != record.deployment_id:
+        unpin(txn, record)  # it moves: pinned to the deployment it resumes on
+        record = msgspec.structs.replace(record, deployment_id=deployment_id)
+        pin(txn, record)
+    record = msgspec.structs.replace(record, retry_count=0)
     record = start_attempt(record, new_token(), now)
     put_record(txn, record)
     effects.start(record)

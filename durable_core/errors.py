@@ -5,6 +5,7 @@ Tree::
     ProxyError (500 internal)
     ├── BadRequest (400 bad_request)
     │   └── InvalidJson (400 invalid_json)
+    ├── Unauthorized (401 unauthorized)    no, a malformed or a wrong admin token or ingress key
     ├── NotFound (404 not_found)
     ├── MethodNotAllowed (405 method_not_allowed)
     ├── RequestTimeout (408 request_timeout)
@@ -12,8 +13,11 @@ Tree::
     │   └── Fenced (409 fenced)            stale attempt token or index already taken
     ├── PayloadTooLarge (413 payload_too_large)
     ├── UnsupportedMediaType (415 unsupported_media_type)
+    ├── HeadersTooLarge (431 headers_too_large)  too many request headers, or too many bytes of them
     ├── NotReady (470 not_ready)           Restate's code: the invocation has no output yet
+    ├── ClientClosed (499 client_closed)   the client went away mid-request (nginx's code; nobody reads it)
     ├── Unavailable (503 unavailable)
+    │   └── Overloaded (503 overloaded)    too much in flight: try again after `retry_after` seconds
     └── StorageFull (507 storage_full)     the LMDB map or the disk is full
 """
 
@@ -23,16 +27,20 @@ import msgspec
 
 __all__ = [
     "BadRequest",
+    "ClientClosed",
     "Conflict",
     "Fenced",
+    "HeadersTooLarge",
     "InvalidJson",
     "MethodNotAllowed",
     "NotFound",
     "NotReady",
+    "Overloaded",
     "PayloadTooLarge",
     "ProxyError",
     "RequestTimeout",
     "StorageFull",
+    "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
     "error_body",
@@ -60,6 +68,10 @@ class BadRequest(ProxyError):
 
 class InvalidJson(BadRequest):
     code = "invalid_json"
+
+
+class Unauthorized(ProxyError):
+    status, code = 401, "unauthorized"
 
 
 class NotFound(ProxyError):
@@ -90,12 +102,30 @@ class UnsupportedMediaType(ProxyError):
     status, code = 415, "unsupported_media_type"
 
 
+class HeadersTooLarge(ProxyError):
+    status, code = 431, "headers_too_large"
+
+
 class NotReady(ProxyError):
     status, code = 470, "not_ready"
 
 
+class ClientClosed(ProxyError):
+    status, code = 499, "client_closed"
+
+
 class Unavailable(ProxyError):
     status, code = 503, "unavailable"
+
+
+class Overloaded(Unavailable):
+    """Shed load: the answer carries ``Retry-After: {retry_after}``."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class StorageFull(ProxyError):

@@ -16,12 +16,24 @@ from collections.abc import Callable, Mapping
 
 import msgspec
 
+from durable_core import flow
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge
 from durable_core.keyed import admit, apply_state, object_hash, promise_key, read_promise, release, write_promise
 from durable_core.keys import START_INDEX, expiry_key, invocation_key, journal_key, timer_key
 from durable_core.lifecycle import start_attempt
-from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord, ServiceRecord, ServiceType, encode_record
+from durable_core.overlap import hold
+from durable_core.overlap import release as release_held
+from durable_core.pins import pin
+from durable_core.records import (
+    HandlerKind,
+    InvocationRecord,
+    PromiseRecord,
+    ServiceLimits,
+    ServiceRecord,
+    ServiceType,
+    encode_record,
+)
 from durable_core.rows import put_record, read_entry, read_record
 from durable_core.txn import Txn
 from handlers_sdk.protocol import (
@@ -92,10 +104,14 @@ def new_seed() -> int:
     return int.from_bytes(os.urandom(8), "big") >> 1
 
 
-def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> None:
+def finish(
+    txn: Txn, record: InvocationRecord, now: int, effects: Effects, limits_of: flow.LimitsOf = flow.no_limits
+) -> None:
     """Store a just-completed invocation with everything completion implies: the retention
-    index, deleting its pending sleep timers, waking its waiters, releasing its key's
-    lock (admitting the next in line), and completing its parent's call entry."""
+    index, deleting its pending sleep timers, waking its waiters, freeing its concurrency slots
+    and releasing its key's lock (admitting the next in line of each), and completing its
+    parent's call entry."""
+    record = flow.release(txn, record, now, limits_of, effects, new_token)
     put_record(txn, record)
     txn.put("expiry", expiry_key(record.expires_ms, record.id), b"")
     for due_ms, index in record.timers:
@@ -103,10 +119,11 @@ def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> No
     for name, index in record.promise_waits:
         txn.delete("promise_waiters", promise_key(record.service, record.key, name) + journal_key(record.id, index))
     effects.finished(record)
-    admitted = release(txn, record, now, new_token())
+    admitted = release(txn, record, now, new_token(), limits_of(record.service))
     if admitted is not None:
         put_record(txn, admitted)
-        effects.start(admitted)
+        flow.announce(admitted, effects)
+    release_held(txn, record, now, new_token(), effects, limits_of(record.service))
     if record.parent_id:
         try:
             complete_entry(
@@ -119,34 +136,49 @@ def finish(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> No
 
 
 def create_invocation(
-    txn: Txn, record: InvocationRecord, body: bytes, effects: Effects, start_at_ms: int = 0
+    txn: Txn,
+    record: InvocationRecord,
+    body: bytes,
+    effects: Effects,
+    start_at_ms: int = 0,
+    held_behind: str = "",
+    limits_of: flow.LimitsOf = flow.no_limits,
 ) -> InvocationRecord:
-    """Write a new invocation (attempt 0): admitted at once (running, or pending behind its key's
-    lock), or scheduled for `start_at_ms`."""
+    """Write a new invocation (attempt 0): admitted at once (running, pending behind its key's
+    lock or in a limit's queue, or scheduled by a rate limit), scheduled for `start_at_ms`, or
+    held until the invocation `held_behind` completes."""
     key = invocation_key(record.id)
-    if start_at_ms:
+    limits = limits_of(record.service)
+    if limits is not None:
+        record = flow.with_limit_key(record, body, limits)
+    if held_behind:
+        record = hold(txn, record, held_behind, record.modified_ms)
+    elif start_at_ms:
         record = msgspec.structs.replace(record, status="scheduled", token="", scheduled_at_ms=start_at_ms)
         txn.put("timers", timer_key(start_at_ms, record.id, START_INDEX), b"")
         effects.arm(start_at_ms)
     else:
-        record = start_or_queue(txn, record, record.modified_ms, effects)
+        record = start_or_queue(txn, record, record.modified_ms, effects, limits)
     txn.put("invocations", key, encode_record(record))
     txn.put("inputs", key, body or b"null")
     txn.put("active", key, b"")
+    pin(txn, record)
     return record
 
 
-def start_or_queue(txn: Txn, record: InvocationRecord, now: int, effects: Effects) -> InvocationRecord:
-    """Admit `record` (see `objects.admit`); a started one is queued in `effects` for sending."""
-    record = admit(txn, record, now, new_token())
-    if record.status == "running":
-        effects.start(record)
+def start_or_queue(
+    txn: Txn, record: InvocationRecord, now: int, effects: Effects, limits: ServiceLimits | None = None
+) -> InvocationRecord:
+    """Admit `record` within its service's `limits` (see `keyed.admit`); a started one is queued
+    in `effects` for sending, one a rate limit scheduled arms the timer loop."""
+    record = admit(txn, record, now, new_token(), limits)
+    flow.announce(record, effects)
     return record
 
 
 def _child(
     txn: Txn, parent: InvocationRecord, entry: CallEntry | SendEntry, index: int, resolve: Resolver, now: int,
-    effects: Effects, seed: Callable[[], int],
+    effects: Effects, seed: Callable[[], int], limits_of: flow.LimitsOf,
 ) -> Failure | None:  # fmt: skip
     """Create the child invocation of a call or send entry; a Failure if its target is unknown."""
     if entry.invocation_id != child_invocation_id(parent.id, index):
@@ -183,7 +215,9 @@ def _child(
         keyed=keyed,
     )
     delay = entry.delay_ms if isinstance(entry, SendEntry) else 0
-    create_invocation(txn, record, bytes(entry.input), effects, start_at_ms=now + delay if delay else 0)
+    create_invocation(
+        txn, record, bytes(entry.input), effects, start_at_ms=now + delay if delay else 0, limits_of=limits_of
+    )
     return None
 
 
@@ -209,6 +243,7 @@ def write_entries(
     now: int,
     effects: Effects,
     seed: Callable[[], int] = new_seed,
+    limits_of: flow.LimitsOf = flow.no_limits,
 ) -> InvocationRecord:
     """Journal new entries of `record` and apply their effects. Returns the (maybe updated) record.
 
@@ -233,14 +268,14 @@ def write_entries(
             effects.arm(entry.wake_at_ms)
         elif isinstance(entry, CallEntry):
             entry = msgspec.structs.replace(entry, completed=False, value=NULL, failure=None, seq=0)
-            failure = _child(txn, record, entry, index, resolve, now, effects, seed)
+            failure = _child(txn, record, entry, index, resolve, now, effects, seed, limits_of)
             if failure is not None:
                 # An unknown callee fails the call at once, as a terminal error in the caller.
                 seq = record.completion_seq + 1
                 record = msgspec.structs.replace(record, completion_seq=seq)
                 entry = msgspec.structs.replace(entry, completed=True, failure=failure, seq=seq)
         elif isinstance(entry, SendEntry):
-            failure = _child(txn, record, entry, index, resolve, now, effects, seed)
+            failure = _child(txn, record, entry, index, resolve, now, effects, seed, limits_of)
             if failure is not None:
                 # As the same call would get it: 400 for a keyed target without a key, else 404.
                 refusal = BadRequest if failure.code == 400 else NotFound

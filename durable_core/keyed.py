@@ -15,9 +15,9 @@ import struct
 
 import msgspec
 
+from durable_core import flow
 from durable_core.errors import BadRequest
-from durable_core.lifecycle import start_attempt
-from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord
+from durable_core.records import HandlerKind, InvocationRecord, PromiseRecord, ServiceLimits
 from durable_core.rows import read_record
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.protocol import ClearAllStateEntry, ClearStateEntry, Entry, SetStateEntry
@@ -67,10 +67,14 @@ def promise_key(service: str, key: str, name: str) -> bytes:
     return object_hash(service, key) + _name_hash(name)
 
 
-def admit(txn: Txn, record: InvocationRecord, now: int, token: str) -> InvocationRecord:
-    """Start `record` now, or queue it behind the holder of its key's lock.
+def admit(
+    txn: Txn, record: InvocationRecord, now: int, token: str, limits: ServiceLimits | None = None
+) -> InvocationRecord:
+    """Start `record` now, or queue it behind the holder of its key's lock, then within its
+    service's `limits` (`flow.start`: the lock is taken first, so a key's order is kept).
 
-    Returns the record as written: ``running`` with its first attempt committed, or ``pending``.
+    Returns the record as written: ``running`` with its first attempt committed, ``pending``, or
+    ``scheduled`` by a rate limit.
     """
     if record.kind in LOCKING_KINDS:
         lock = object_hash(record.service, record.key)
@@ -82,11 +86,14 @@ def admit(txn: Txn, record: InvocationRecord, now: int, token: str) -> Invocatio
             txn.put("inbox", lock + _BE64.pack(seq), record.id.encode("ascii"))
             return msgspec.structs.replace(record, status="pending", token="", modified_ms=now)
         txn.put("locks", lock, record.id.encode("ascii"))
-    return start_attempt(record, token, now)
+    return flow.start(txn, record, now, token, limits)
 
 
-def release(txn: Txn, record: InvocationRecord, now: int, token: str) -> InvocationRecord | None:
-    """Release the key lock held by the ended `record`; returns the next invocation, admitted."""
+def release(
+    txn: Txn, record: InvocationRecord, now: int, token: str, limits: ServiceLimits | None = None
+) -> InvocationRecord | None:
+    """Release the key lock held by the ended `record`; returns the next invocation, admitted
+    within `limits` (running, pending in a limit's queue or scheduled by a rate limit)."""
     if record.kind not in LOCKING_KINDS:
         return None
     lock = object_hash(record.service, record.key)
@@ -103,7 +110,7 @@ def release(txn: Txn, record: InvocationRecord, now: int, token: str) -> Invocat
         queued = read_record(txn, next_id)
         if queued is not None and queued.status == "pending":
             txn.put("locks", lock, next_id.encode("ascii"))
-            return start_attempt(queued, token, now)
+            return flow.start(txn, queued, now, token, limits)
 
 
 def _first_with_prefix(txn: Txn, db: str, prefix: bytes) -> bytes | None:

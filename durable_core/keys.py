@@ -23,6 +23,7 @@ __all__ = [
 
 _BE32 = struct.Struct(">I")
 _BE64 = struct.Struct(">Q")
+_MAX_BE64 = 2**64 - 1
 #: Timer index meaning "start this scheduled invocation" rather than "complete entry N".
 START_INDEX = 0xFFFFFFFF
 
@@ -61,9 +62,15 @@ def idempotency_key(service: str, handler: str, key: str, idempotency: str) -> b
     return hashlib.sha256(joined).digest()
 
 
+def _due(ms: int) -> bytes:
+    """A time in ms as a big-endian u64, clamped to its range (the ingress caps delays; a handler's
+    wake-up time past year 584 million means "never" and must not fail the write)."""
+    return _BE64.pack(min(max(0, ms), _MAX_BE64))
+
+
 def timer_key(wake_at_ms: int, invocation_id: str, index: int) -> bytes:
     """Key of a durable timer: big-endian due time first, so a cursor yields them in due order."""
-    return _BE64.pack(max(0, wake_at_ms)) + invocation_id.encode("ascii") + b"\x00" + _BE32.pack(index)
+    return _due(wake_at_ms) + invocation_id.encode("ascii") + b"\x00" + _BE32.pack(index)
 
 
 def split_timer_key(key: bytes) -> tuple[int, str, int]:
@@ -73,7 +80,7 @@ def split_timer_key(key: bytes) -> tuple[int, str, int]:
 
 def expiry_key(expires_ms: int, invocation_id: str) -> bytes:
     """Key of a completed invocation in the retention index, in expiry order."""
-    return _BE64.pack(max(0, expires_ms)) + invocation_id.encode("ascii")
+    return _due(expires_ms) + invocation_id.encode("ascii")
 
 
 def split_expiry_key(key: bytes) -> tuple[int, str]:

@@ -40,10 +40,16 @@ __all__ = [
 
 
 class AttemptFailure(msgspec.Struct, frozen=True):
-    """Why an attempt produced no usable outcome (network, HTTP status, garbage, timeout)."""
+    """Why an attempt produced no usable outcome (network, HTTP status, garbage, timeout).
+
+    `pause` marks a failure that another attempt would only repeat (the handler's answer is over
+    the proxy's size limit): the invocation is paused at once instead of retried, until an
+    operator fixes the cause and resumes it (or kills it).
+    """
 
     failure: Failure
     retry_after_ms: int | None = None
+    pause: bool = False
 
 
 def check_current(record: InvocationRecord, attempt: int, token: str) -> None:
@@ -143,7 +149,8 @@ def after_attempt(
 ) -> InvocationRecord:
     """The record after an attempt's `result`: completed (result or terminal failure), suspended
     (or at once a new attempt with `next_token`, if `completed` says an entry it waits on is
-    done), paused, or backing off / paused once `policy`'s attempts are exhausted."""
+    done), paused (an Errored outcome that asks for it, or an AttemptFailure marked `pause`), or
+    backing off / paused once `policy`'s attempts are exhausted."""
     if isinstance(result, Completed):
         return complete(current, now, retention_ms, result=bytes(result.value))
     if isinstance(result, Failed):
@@ -157,6 +164,8 @@ def after_attempt(
         return pause(current, errored_failure(result), now)
     if isinstance(result, Errored):
         return fail_attempt(current, errored_failure(result), now, policy, result.retry_after_ms)
+    if result.pause:
+        return pause(current, result.failure, now, current.retry_count + 1)
     return fail_attempt(current, result.failure, now, policy, result.retry_after_ms)
 
 

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from durable_core import control
+from durable_core import control, flow, pins
+from durable_core import schedules as schedule_rules
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, PayloadTooLarge, ProxyError
 from durable_core.journal import (
@@ -29,6 +30,7 @@ from durable_core.journal import (
     create_invocation,
     finish,
     new_seed,
+    new_token,
     start_or_queue,
 )
 from durable_core.journal import write_entries as _write_entries
@@ -48,12 +50,14 @@ from durable_core.records import (
     Action,
     DeploymentRecord,
     InvocationRecord,
+    ServiceLimits,
     ServiceRecord,
     decode_record,
     encode_record,
 )
 from durable_core.retry import RetryPolicy
 from durable_core.rows import is_completed, put_record, read_entry, read_record
+from durable_core.schedules import ScheduleRecord
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.protocol import (
     COMPLETABLE,
@@ -91,11 +95,14 @@ class Limits:
     max_entry_bytes: int = 4 * 1024 * 1024
     retention_ms: int = 24 * 3600 * 1000
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    #: How late a schedule's fire may be and still count as on time (else its catch-up policy applies).
+    schedule_grace_ms: int = 1_000
 
 
 @dataclass(frozen=True)
 class TimerFire:
-    """One due timer: complete entry `index` of `invocation_id`, or start it (`START_INDEX`)."""
+    """One due timer: complete entry `index` of `invocation_id`, or start it (`START_INDEX`), or
+    fire a schedule (`schedules.SCHEDULE_INDEX`: `invocation_id` is then the schedule's timer id)."""
 
     key: bytes
     due_ms: int
@@ -126,12 +133,21 @@ class Machine(Queries):
             raises NotFound. Called inside write transactions: it must only read memory.
         seed: the random seed (``ctx.random()``) of each child invocation a call or send creates;
             random by default (the toolkit fixes it, so that its runs repeat).
+        limits_of: the effective concurrency and rate limits of a service (`durable_core.flow`).
+            Called inside write transactions: it must only read memory.
     """
 
-    def __init__(self, limits: Limits, resolve: Resolver, seed: Callable[[], int] = new_seed) -> None:
+    def __init__(
+        self,
+        limits: Limits,
+        resolve: Resolver,
+        seed: Callable[[], int] = new_seed,
+        limits_of: flow.LimitsOf = flow.no_limits,
+    ) -> None:
         self.limits = limits
         self.resolve = resolve
         self.seed = seed
+        self.limits_of = limits_of
 
     # -- invocations from outside -----------------------------------------------------------------
 
@@ -143,6 +159,8 @@ class Machine(Queries):
         *,
         now: int,
         delay_ms: int = 0,
+        held_behind: str = "",
+        effects: Effects | None = None,
     ) -> tuple[InvocationRecord, bool, Effects]:
         """Create `record` (attempt 0, status pending) or find the invocation it duplicates.
 
@@ -150,10 +168,13 @@ class Machine(Queries):
         invocation; a workflow key whose run exists returns the run. Otherwise the invocation is
         admitted (running, or pending behind its key's lock) or scheduled `delay_ms` from now.
 
+        `held_behind` (a schedule's queued fire) holds it pending until that invocation completes;
+        `effects` collects into the caller's effects (a timer's transaction) instead of new ones.
+
         Returns:
             The stored record, True if this call created it, and the effects.
         """
-        effects = Effects()
+        effects = Effects() if effects is None else effects
         idem_row = None
         if record.idempotency_key is not None:
             idem_row = idempotency_key(record.service, record.handler, record.key, record.idempotency_key)
@@ -176,7 +197,10 @@ class Machine(Queries):
         if idem_row is not None:
             txn.put("idempotency", idem_row, record.id.encode("ascii"))
         start_at = now + delay_ms if delay_ms > 0 else 0
-        return create_invocation(txn, record, body, effects, start_at_ms=start_at), True, effects
+        created = create_invocation(
+            txn, record, body, effects, start_at_ms=start_at, held_behind=held_behind, limits_of=self.limits_of
+        )
+        return created, True, effects
 
     def new_record(
         self,
@@ -190,12 +214,16 @@ class Machine(Queries):
         idempotency: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> InvocationRecord:
-        """The record of a new invocation of `service`/`handler` (NotFound if unknown).
+        """The record of a new invocation of `service`/`handler` (NotFound if unknown); a limit key
+        header (`flow.LIMIT_KEY_HEADERS`) names the key its per-key limits apply to.
 
         Raises:
-            NotFound: unknown service or handler.
+            NotFound: unknown service or handler. BadRequest: a limit key over `flow.MAX_LIMIT_KEY`.
         """
         deployment, kind, service_type = self.resolve(service, handler)
+        limit_key = flow.limit_key_header(headers) if headers else ""
+        if len(limit_key) > flow.MAX_LIMIT_KEY:
+            raise BadRequest(f"the limit key is over {flow.MAX_LIMIT_KEY} characters")
         return InvocationRecord(
             id=invocation_id,
             service=service,
@@ -210,6 +238,7 @@ class Machine(Queries):
             random_seed=random_seed,
             kind=kind,
             keyed=service_type != "service",
+            limit_key=limit_key,
         )
 
     def complete_awakeable(
@@ -388,9 +417,9 @@ class Machine(Queries):
         effects = Effects()
         retention_ms = self.limits.retention_ms
         if action == "cancel":
-            return control.cancel(txn, invocation_id, now, retention_ms, effects), effects
+            return control.cancel(txn, invocation_id, now, retention_ms, effects, self.limits_of), effects
         if action == "kill":
-            return control.kill(txn, invocation_id, now, retention_ms, effects), effects
+            return control.kill(txn, invocation_id, now, retention_ms, effects, self.limits_of), effects
         if action == "pause":
             return control.pause_invocation(txn, invocation_id, now), effects
         if action == "resume":
@@ -497,7 +526,7 @@ class Machine(Queries):
             policy=self.limits.retry, completed=lambda index: is_completed(txn, current.id, index),
         )  # fmt: skip
         if updated.is_completed:
-            finish(txn, updated, now, effects)
+            finish(txn, updated, now, effects, self.limits_of)
         else:
             put_record(txn, updated)
             if updated.status == "running":
@@ -518,6 +547,7 @@ class Machine(Queries):
             now=now,
             effects=effects,
             seed=self.seed,
+            limits_of=self.limits_of,
         )
 
     # -- timers and retention -------------------------------------------------------------------
@@ -533,7 +563,8 @@ class Machine(Queries):
         return due, None
 
     def fire_timers(self, txn: Txn, fires: Iterable[TimerFire], *, now: int) -> tuple[Effects, list[str]]:
-        """Fire due timers: complete their sleep entries, start their scheduled invocations.
+        """Fire due timers: complete their sleep entries, start their scheduled invocations, fire
+        their schedules (`durable_core.schedules`).
 
         A timer already fired (its row is gone) is skipped, so it fires once.
 
@@ -547,10 +578,18 @@ class Machine(Queries):
             if txn.get("timers", fire.key) is None:
                 continue
             txn.delete("timers", fire.key)
+            if fire.index == schedule_rules.SCHEDULE_INDEX:
+                grace = self.limits.schedule_grace_ms
+                reason = schedule_rules.fire(
+                    txn, fire.invocation_id, fire.due_ms, now=now, grace_ms=grace, machine=self, effects=effects
+                )
+                if reason is not None:
+                    dropped.append(reason)
+                continue
             if fire.index == START_INDEX:
                 record = read_record(txn, fire.invocation_id)
                 if record is not None and record.status == "scheduled":
-                    put_record(txn, start_or_queue(txn, record, now, effects))
+                    put_record(txn, start_or_queue(txn, record, now, effects, self.limits_of(record.service)))
                 continue
             try:
                 complete_entry(txn, fire.invocation_id, fire.index, now=now, effects=effects)
@@ -618,6 +657,51 @@ class Machine(Queries):
             return None
         return keys[-1]
 
+    # -- concurrency and rate limits ------------------------------------------------------------
+
+    def set_limits(
+        self, txn: Txn, service: str, override: ServiceLimits | None, *, now: int
+    ) -> tuple[ServiceLimits | None, Effects]:
+        """Set an operator's limits of `service` in place of its code's (None: back to the code's),
+        and start what its queues may start under them, in the same transaction.
+
+        Returns:
+            The limits that apply now, and the effects.
+
+        Raises:
+            NotFound: unknown service. BadRequest: a limit that cannot apply (`flow.validate`).
+        """
+        data = txn.get("services", service.encode("utf-8", "surrogatepass"))
+        if data is None:
+            raise NotFound(f"service '{service}' not found")
+        svc = decode_record(data, ServiceRecord)
+        if override is not None:
+            flow.validate(override, list(svc.handlers))
+        flow.write_override(txn, service, override)
+        limits = flow.effective(svc.limits, override)
+        effects = Effects()
+        flow.pump_service(txn, service, now, limits, effects, new_token)
+        return limits, effects
+
+    def pump_limits(self, txn: Txn, service: str, *, now: int) -> Effects:
+        """Start what the queues of `service`'s limits may start under its limits now (after they
+        changed: a registration, an operator's edit)."""
+        effects = Effects()
+        flow.pump_service(txn, service, now, self.limits_of(service), effects, new_token)
+        return effects
+
+    def limit_override(self, txn: ReadTxn, service: str) -> ServiceLimits | None:
+        """The limits an operator set for `service`, if any."""
+        return flow.read_override(txn, service)
+
+    def limit_groups(self, txn: ReadTxn, service: str) -> list[flow.FlowGroup]:
+        """The limit groups of `service` in use: slots taken, invocations queued."""
+        return flow.groups_of(txn, service)
+
+    def queue_position(self, txn: ReadTxn, record: InvocationRecord) -> int | None:
+        """The place in line (1: next) of an invocation waiting for a concurrency slot, else None."""
+        return flow.position(txn, record)
+
     # -- deployments and state ------------------------------------------------------------------
 
     def register(self, txn: Txn, deployment: DeploymentRecord, services: Iterable[ServiceRecord]) -> None:
@@ -649,7 +733,7 @@ class Machine(Queries):
         if data is None:
             raise NotFound(f"deployment '{deployment_id}' not found")
         deployment = decode_record(data, DeploymentRecord)
-        pinned = [record.id for record in self.active(txn) if record.deployment_id == deployment_id]
+        pinned = [record.id for record in pins.pinned_records(txn, deployment_id)]
         if pinned and not force:
             shown = ", ".join(pinned[:3]) + (", ..." if len(pinned) > 3 else "")
             count = f"{len(pinned)} invocation{'s' if len(pinned) != 1 else ''}"
@@ -673,7 +757,87 @@ class Machine(Queries):
             else:
                 txn.delete("services", svc.name.encode())
                 removed.append(svc.name)
+        schedule_rules.drop_code(txn, removed)
         return DeploymentRemoval(deployment, removed, moved, pinned)
+
+    def pinned(self, txn: ReadTxn, deployment_id: str) -> list[InvocationRecord]:
+        """The invocations not completed that are pinned to a deployment (from the ``pinned``
+        index: only that deployment's rows are read)."""
+        return pins.pinned_records(txn, deployment_id)
+
+    def pinned_index_missing(self, txn: ReadTxn) -> bool:
+        """Whether `index_pinned` has anything to do (a read: a start commits nothing otherwise)."""
+        return pins.index_missing(txn)
+
+    def index_pinned(self, txn: Txn) -> int:
+        """Index the pinned invocations of a store written before the index existed (once; a
+        no-op afterwards); returns how many rows it wrote."""
+        return pins.build_index(txn)
+
+    def move_deployment(self, txn: Txn, deployment_id: str, uri: str) -> DeploymentRecord:
+        """Serve a deployment from another URI (the same code, served elsewhere): its id, services
+        and pinned invocations stay; their next attempts go to `uri`.
+
+        Raises:
+            NotFound: no such deployment. Conflict: another deployment has that URI.
+        """
+        key = deployment_id.encode("utf-8", "surrogatepass")
+        data = txn.get("deployments", key) if 0 < len(key) <= 511 else None
+        if data is None:
+            raise NotFound(f"deployment '{deployment_id}' not found")
+        other = next((d for d in self.deployments(txn) if d.uri == uri and d.id != deployment_id), None)
+        if other is not None:
+            raise Conflict(f"deployment '{other.id}' is registered at {uri} already")
+        moved = msgspec.structs.replace(decode_record(data, DeploymentRecord), uri=uri)
+        txn.put("deployments", key, encode_record(moved))
+        return moved
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    def create_schedule(self, txn: Txn, schedule: ScheduleRecord, *, now: int) -> tuple[
+        ScheduleRecord, Effects
+    ]:  # fmt: skip
+        """Store a new schedule of a known handler and arm its first fire (`schedule_rules.create`).
+
+        Raises:
+            NotFound: unknown service or handler. BadRequest: a bad id, spec, key or input.
+            Conflict: the id is taken.
+        """
+        _, _, service_type = self.resolve(schedule.service, schedule.handler)
+        effects = Effects()
+        return schedule_rules.create(txn, schedule, service_type, now=now, effects=effects), effects
+
+    def delete_schedule(self, txn: Txn, schedule_id: str) -> ScheduleRecord:
+        """Remove a schedule and its timer (NotFound if none)."""
+        return schedule_rules.delete(txn, schedule_id)
+
+    def pause_schedule(self, txn: Txn, schedule_id: str, paused: bool, *, now: int) -> tuple[
+        ScheduleRecord, Effects
+    ]:  # fmt: skip
+        """Pause or resume a schedule (`schedule_rules.set_paused`; NotFound if none)."""
+        effects = Effects()
+        return schedule_rules.set_paused(txn, schedule_id, paused, now=now, effects=effects), effects
+
+    def sync_schedules(
+        self, txn: Txn, services: Iterable[ServiceRecord], declared: Iterable[ScheduleRecord], *, now: int
+    ) -> tuple[list[str], Effects]:
+        """Keep the code schedules of the registered `services` as their handlers now declare
+        them (`schedule_rules.sync_code`); returns the ids changed and the effects."""
+        effects = Effects()
+        types = {svc.name: svc.type for svc in services}
+        wanted = {(s.service, s.handler): s for s in declared}
+        return schedule_rules.sync_code(txn, types, wanted, now=now, effects=effects), effects
+
+    def schedules(self, txn: ReadTxn) -> list[ScheduleRecord]:
+        """Every schedule, by id."""
+        return schedule_rules.list_all(txn)
+
+    def schedule(self, txn: ReadTxn, schedule_id: str) -> ScheduleRecord:
+        """One schedule, or NotFound."""
+        found = schedule_rules.get(txn, schedule_id)
+        if found is None:
+            raise NotFound(f"schedule '{schedule_id}' not found")
+        return found
 
     def replace_state(self, txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
         """Replace the whole state of an object or workflow key (an operator's edit)."""

@@ -1,8 +1,9 @@
 """The stored records (invocations, deployments, services, promises), their codecs and the Literal
 types of statuses, kinds and actions, defined once.
 
-Statuses (Restate's names): ``scheduled`` (a delayed send, not started yet), ``pending`` (queued
-behind another exclusive invocation of the same object key), ``running`` (an attempt is in
+Statuses (Restate's names): ``scheduled`` (a delayed send, or a start a rate limit put off),
+``pending`` (queued behind another exclusive invocation of the same object key, or in a
+concurrency limit's queue), ``running`` (an attempt is in
 flight), ``suspended`` (waiting on a timer, call, awakeable or promise: no attempt, no memory),
 ``backing-off`` (waiting for the next retry), ``paused`` (retries exhausted, a journal mismatch or
 an operator's pause; needs a human), ``completed`` (a result or a terminal failure is stored).
@@ -14,7 +15,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 import msgspec
 
-from handlers_sdk.protocol import Failure, HandlerKind, ServiceType
+from handlers_sdk.protocol import Failure, HandlerKind, Limit, ServiceType
 
 __all__ = [
     "ACTIONS",
@@ -25,6 +26,7 @@ __all__ = [
     "HandlerKind",
     "InvocationRecord",
     "PromiseRecord",
+    "ServiceLimits",
     "ServiceRecord",
     "ServiceType",
     "Status",
@@ -86,6 +88,15 @@ class InvocationRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=
     timers: list[tuple[int, int]] = []
     #: (promise name, index) of the promises it waits on, so completion can delete the waiter rows.
     promise_waits: list[tuple[str, int]] = []
+    #: The key its per-key concurrency and rate limits apply to (`durable_core.flow`).
+    limit_key: str = ""
+    #: The limit groups it holds a concurrency slot of (freed when it completes).
+    flow_slots: list[str] = []
+    #: The limit group whose queue it waits in (pending) and its place in arrival order.
+    flow_wait: str = ""
+    flow_seq: int = 0
+    #: Scheduled by a rate limit: its start is reserved, the timer starts it without a new check.
+    flow_throttled: bool = False
 
     @property
     def is_completed(self) -> bool:
@@ -114,6 +125,27 @@ class ServiceRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Tru
     #: them; a handler without one (absent) takes or gives any JSON value.
     input_schemas: dict[str, dict[str, Any] | bool] = {}
     output_schemas: dict[str, dict[str, Any] | bool] = {}
+    #: The concurrency and rate limits its code declares (an operator's override wins over them).
+    limits: ServiceLimits | None = None
+    #: Restate's ``ingressPrivate``: the service's default (shown as ``public``), and the handlers
+    #: that only other handlers may call (the ingress answers 400).
+    ingress_private: bool = False
+    private_handlers: list[str] = []
+
+
+class ServiceLimits(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The concurrency and rate limits of one service's invocations (`durable_core.flow`)."""
+
+    #: All the service's invocations together.
+    service: Limit | None = None
+    #: Each handler's invocations together, by handler name.
+    handlers: dict[str, Limit] = {}
+    #: Each limit key's invocations across the service.
+    key: Limit | None = None
+    #: Each limit key's invocations of one handler, by handler name.
+    handler_keys: dict[str, Limit] = {}
+    #: Handler name -> the top-level input field its limit key comes from (when no header gives one).
+    key_fields: dict[str, str] = {}
 
 
 class PromiseRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from durable_core.keys import invocation_key, journal_key, journal_prefix
+from durable_core.pins import unpin
 from durable_core.records import InvocationRecord, decode_record, encode_record
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.protocol import COMPLETABLE, Entry, JournalItem, decode_item
@@ -24,6 +25,7 @@ def put_record(txn: Txn, record: InvocationRecord) -> None:
     txn.put("invocations", key, encode_record(record))
     if record.is_completed:
         txn.delete("active", key)
+        unpin(txn, record)
 
 
 def read_input(txn: ReadTxn, invocation_id: str) -> bytes:

@@ -39,7 +39,13 @@ DBS: dict[str, str] = {
     "promises": "sha256(workflow, key) sha256(name)[:16] -> PromiseRecord (msgpack)",
     "promise_waiters": "promise key, invocation id, NUL, be32 index -> b''",
     "expiry": "be64 expiry ms, invocation id -> b'' (completed invocations, for the retention sweeper)",
-    "meta": "counters (inbox_seq)",
+    "meta": "counters (inbox_seq, flow_seq) and single rows: the retention, the signing key (PostgreSQL)",
+    "schedules": "sha256(schedule id)[:16] -> ScheduleRecord (msgpack)",
+    "held": "invocation id -> id of the invocation held until it completes (a schedule's queued fire)",
+    "pinned": "deployment id NUL invocation id -> b'' for every invocation not completed, by deployment",
+    "flow": "sha256(service)[:8] sha256(limit group)[:16] -> FlowGroup (msgpack: slots taken, queued, GCRA time)",
+    "flow_queue": "flow row key be64 seq -> invocation id waiting for a slot of that limit group",
+    "limits": "service name -> ServiceLimits (msgpack) an operator set, in place of the code's",
 }
 
 

@@ -40,8 +40,7 @@ async def summarize(ctx: Context, text: str) -> str:
     def first_sentence() -> str:
         return text.split(".")[0].strip() + "."
 
-    summary: str = await ctx.run("summarize", first_sentence)
-    return summary
+    return await ctx.run("summarize", first_sentence)  # a str: first_sentence's return type
 
 
 def notify_reviewer(title: str, awakeable_id: str) -> str:

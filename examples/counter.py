@@ -15,7 +15,7 @@ counter = VirtualObject("Counter")
 @counter.handler()
 async def add(ctx: ObjectContext, delta: int) -> int:
     """Add `delta` to this key's count (exclusive: one at a time per key, in arrival order)."""
-    count: int = await ctx.get("count") or 0
+    count = await ctx.get("count", int) or 0  # int | None: typed by the hint, decoded into it
     count += delta
     ctx.set("count", count)
     return count
@@ -24,8 +24,7 @@ async def add(ctx: ObjectContext, delta: int) -> int:
 @counter.handler(kind="shared")
 async def get(ctx: ObjectSharedContext) -> int:
     """Read the count (shared: runs concurrently with everything)."""
-    count: int = await ctx.get("count") or 0
-    return count
+    return await ctx.get("count", int) or 0
 
 
 @counter.handler()

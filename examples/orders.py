@@ -91,8 +91,8 @@ async def process(ctx: Context, order: Order) -> str:
     """Fulfil one order, exactly once per step."""
     reservation = await ctx.run("reserve", reserve_inventory, order.sku, order.quantity)
     try:
-        charge_id = await ctx.run(
-            "charge", charge_customer, order.order_id, order.amount, options=RunOptions(max_attempts=3)
+        charge_id = await ctx.run_with(
+            RunOptions(max_attempts=3), "charge", charge_customer, order.order_id, order.amount
         )
     except TerminalError:
         await ctx.run("release", release_inventory, reservation)

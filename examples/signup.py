@@ -28,7 +28,7 @@ async def run(ctx: WorkflowContext, email: str) -> str:
     ctx.set("status", "waiting for confirmation")
     link = f"POST /Signup/{ctx.key()}/click"
     await ctx.run("send email", send_email, email, link)
-    secret = await ctx.promise("email-link").value()
+    secret = await ctx.promise("email-link", str).value()
     ctx.set("status", "active")
     return f"{email} confirmed with {secret}"
 
@@ -36,14 +36,13 @@ async def run(ctx: WorkflowContext, email: str) -> str:
 @signup.handler()
 async def click(ctx: WorkflowSharedContext, secret: str) -> None:
     """The user clicked the link: resolve the promise the run is waiting on."""
-    await ctx.promise("email-link").resolve(secret)
+    await ctx.promise("email-link", str).resolve(secret)  # awaited: a second resolution raises 409 here
 
 
 @signup.handler()
 async def status(ctx: WorkflowSharedContext) -> str | None:
     """Where the signup is (a query)."""
-    value: str | None = await ctx.get("status")
-    return value
+    return await ctx.get("status", str)
 
 
 application = app([signup])

@@ -8,6 +8,7 @@ from handlers_sdk.context import (
     DurablePromise,
     ObjectContext,
     ObjectSharedContext,
+    RunFuture,
     RunOptions,
     SendHandle,
     WorkflowContext,
@@ -15,6 +16,7 @@ from handlers_sdk.context import (
 )
 from handlers_sdk.errors import JournalMismatchError, RetryableError, TerminalError
 from handlers_sdk.futures import DurableFuture, gather, select
+from handlers_sdk.protocol import Limit
 from handlers_sdk.server import HandlerApp, app
 from handlers_sdk.service import Service, VirtualObject, Workflow
 
@@ -25,9 +27,11 @@ __all__ = [
     "DurablePromise",
     "HandlerApp",
     "JournalMismatchError",
+    "Limit",
     "ObjectContext",
     "ObjectSharedContext",
     "RetryableError",
+    "RunFuture",
     "RunOptions",
     "SendHandle",
     "Service",

@@ -27,6 +27,7 @@ from handlers_sdk.protocol import (
     InvokeRequest,
     JournalItem,
     Outcome,
+    PatchEntry,
     RunEntry,
     Suspended,
     decode_append_response,
@@ -87,6 +88,8 @@ class Attempt:
         self._acks: dict[int, asyncio.Task[Entry]] = {}
         #: Acks not answered yet (so `barrier` is O(1) per step, not O(journal)).
         self._unacked: set[asyncio.Task[Entry]] = set()
+        #: The ack of the latest patch marker (`ctx.patched`), which the acks after it wait for.
+        self._marker: asyncio.Task[Entry] | None = None
         self._in_flight = 0
         self._suspend_requested = False
         self._loop = asyncio.get_running_loop()
@@ -112,7 +115,7 @@ class Attempt:
         self._cancel_pending = False
         at = self.replay.allocate() if index is None else index
         # Every completion this attempt knows of: the journal's and those its acks returned.
-        self.append(at, CancelEntry(seen_seq=max(self.replay.seen_seq(), self._acked_seq)))
+        self.append(at, CancelEntry(seen_seq=self.known_seq()))
         raise TerminalError("invocation cancelled", status_code=409)
 
     def cancel_reached(self, index: int, waiting: bool = False) -> None:
@@ -140,6 +143,10 @@ class Attempt:
     def saw(self, entry: CompletableEntry) -> None:
         """The proxy completed `entry` when journaling it (the ack's answer): it is known now."""
         self._acked_seq = max(self._acked_seq, entry.seq)
+
+    def known_seq(self) -> int:
+        """The highest completion seq this attempt knows of: the journal's and its acks' answers."""
+        return max(self.replay.seen_seq(), self._acked_seq)
 
     # -- steps in flight ------------------------------------------------------------------------
 
@@ -185,9 +192,11 @@ class Attempt:
         if self.mode == "suspend":
             self.pending.append(JournalItem(index=index, entry=entry))
             return
-        task = self._acks[index] = self._loop.create_task(self._ack_entry(index, entry))
+        task = self._acks[index] = self._loop.create_task(self._ack_entry(index, entry, self._marker))
         self._unacked.add(task)
         task.add_done_callback(self._unacked.discard)
+        if isinstance(entry, PatchEntry):
+            self._marker = task
 
     async def durable(self, index: int) -> Entry | None:
         """Wait until the entry at `index` is committed; returns the entry as committed.
@@ -231,8 +240,12 @@ class Attempt:
         if self._acks:
             await asyncio.wait(list(self._acks.values()))
 
-    async def _ack_entry(self, index: int, entry: Entry) -> Entry:
+    async def _ack_entry(self, index: int, entry: Entry, after: asyncio.Task[Entry] | None = None) -> Entry:
         request = self.request
+        if after is not None and not after.done():
+            # Entries after a patch marker are posted once it is committed: a later entry in a
+            # journal without the marker would make a replay take the old branch.
+            await asyncio.wait({after})
         try:
             try:
                 entry = await self._post(index, entry)

@@ -1,22 +1,32 @@
-"""The handler's view of its invocation: durable steps and deterministic helpers."""
+"""The handler's view of its invocation: durable steps and deterministic helpers.
+
+Typed end to end: ``ctx.run`` has the step function's return type and checks its arguments,
+calls check their input against the callee's annotation and return its output type, and state
+and promises take an optional ``type_hint`` (the one name of the type parameter everywhere).
+
+State reads are ``async`` and writes are not, as in Restate's SDK: a write is journaled (and
+applied by the proxy in the same transaction) without waiting for anything, while a read returns
+a value the attempt may have to wait for.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import random
 import sys
 import uuid
-from collections.abc import Callable, Coroutine
+import warnings
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar, get_type_hints
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
 
 import msgspec
 
 from handlers_sdk.clock import Clock
-from handlers_sdk.errors import JournalMismatchError, TerminalError
+from handlers_sdk.errors import JournalMismatchError
 from handlers_sdk.futures import DurableFuture
+from handlers_sdk.promise import DurablePromise
 from handlers_sdk.protocol import (
     NULL,
     AwakeableEntry,
@@ -24,11 +34,8 @@ from handlers_sdk.protocol import (
     ClearAllStateEntry,
     ClearStateEntry,
     Entry,
-    Failure,
     GetStateEntry,
-    PromiseCompleteEntry,
-    PromiseGetEntry,
-    PromisePeekEntry,
+    PatchEntry,
     RunEntry,
     SendEntry,
     SetStateEntry,
@@ -37,6 +44,7 @@ from handlers_sdk.protocol import (
     awakeable_id,
     child_invocation_id,
 )
+from handlers_sdk.run import RunFuture, RunOptions, Step, return_type
 from handlers_sdk.serde import from_json, to_json
 
 if TYPE_CHECKING:
@@ -49,6 +57,7 @@ __all__ = [
     "DurablePromise",
     "ObjectContext",
     "ObjectSharedContext",
+    "RunFuture",
     "RunOptions",
     "SendHandle",
     "WorkflowContext",
@@ -57,56 +66,27 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+I = TypeVar("I")  # noqa: E741 - a handler's input type, as in Restate's HandlerType[I, O]
+O = TypeVar("O")  # noqa: E741 - a handler's output type
+P = ParamSpec("P")
 _MILLISECOND = timedelta(milliseconds=1)
+#: "Not passed" for deprecated keyword arguments (None and Any are meaningful values).
+_UNSET: Any = object()
 
 
-@dataclass(frozen=True)
-class RunOptions:
-    """Retry policy of one `ctx.run` step, as Restate's ``RunOptions``.
-
-    With no field set, a failing step fails the attempt and the proxy retries the whole
-    invocation with its own policy. With any field set, the step is retried in place, and once
-    `max_attempts` or `max_duration` is exhausted it fails terminally (the failure is journaled).
-    """
-
-    max_attempts: int | None = None
-    max_duration: timedelta | None = None
-    initial_retry_interval: timedelta = timedelta(milliseconds=50)
-    max_retry_interval: timedelta = timedelta(seconds=10)
-    retry_interval_factor: float = 2.0
-
-    def retries_in_place(self) -> bool:
-        """True when the step retries itself rather than failing the attempt."""
-        return self.max_attempts is not None or self.max_duration is not None
-
-
-_return_types: dict[Any, Any] = {}
-
-
-def _return_type(fn: Callable[..., Any]) -> Any:
-    """The annotated return type of `fn` (cached), used to decode its journaled value."""
-    try:
-        return _return_types[fn]
-    except (KeyError, TypeError):
-        pass
-    try:
-        hint = get_type_hints(fn).get("return", Any)
-    except Exception:  # noqa: BLE001 - unresolvable annotations just mean "plain JSON"
-        hint = Any
-    if hint is None or hint is type(None):
-        hint = Any
-    try:
-        _return_types[fn] = hint
-    except TypeError:  # unhashable callable
-        pass
-    return hint
+def _hint(type_hint: Any, result_type: Any) -> Any:
+    """The type parameter, from `type_hint` or its deprecated spelling `result_type`."""
+    if result_type is _UNSET:
+        return type_hint
+    warnings.warn("result_type= is deprecated, use type_hint= instead", DeprecationWarning, stacklevel=3)
+    return result_type
 
 
 class CallFuture(DurableFuture[T]):
     """The result of a call to another handler; `invocation_id` is the child's id."""
 
-    def __init__(self, attempt: Attempt, index: int, result_type: Any, invocation_id: str) -> None:
-        super().__init__(attempt, index, result_type)
+    def __init__(self, attempt: Attempt, index: int, type_hint: Any, invocation_id: str) -> None:
+        super().__init__(attempt, index, type_hint)
         self.invocation_id = invocation_id
 
 
@@ -126,16 +106,25 @@ def _target_of(handler: Any) -> tuple[str, str, Any]:
             "use generic_call/generic_send with service and handler names otherwise"
         )
     service, name = target
-    return service, name, _return_type(handler)
+    return service, name, return_type(handler)
 
 
 def _caller_source() -> str:
     """``file:line`` of the user code calling into the SDK (taken when `run` is called: inside a
-    gather, the frame that later runs the coroutine is the event loop's)."""
+    gather, the frame that later runs the step is the event loop's)."""
     frame = sys._getframe(2)
     while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith("handlers_sdk"):
         frame = frame.f_back
     return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def _takes_options(fn: Callable[..., Any]) -> bool:
+    """True if `fn` names a parameter ``options`` (then ``options=`` is its own argument; a
+    ``**kwargs`` function gets the retry policy, as before `run_with` existed)."""
+    try:
+        return "options" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _ms(duration: timedelta) -> int:
@@ -179,48 +168,73 @@ class Context:
         """A UUID drawn from `random()`: the same on every replay."""
         return uuid.UUID(int=self._random.getrandbits(128), version=4)
 
+    @overload
     def run(
-        self,
-        name: str,
-        fn: Callable[..., Any],
-        *args: Any,
-        options: RunOptions | None = None,
-        **kwargs: Any,
-    ) -> Coroutine[Any, Any, Any]:
-        """Run `fn(*args, **kwargs)` once, durably, and return its (JSON round-tripped) value.
+        self, name: str, fn: Callable[P, Coroutine[Any, Any, T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunFuture[T]: ...
 
-        Use as ``await ctx.run("charge", charge, order_id)``. Sync functions run in a worker
-        thread. On replay the journaled value is returned without calling `fn`. The value is
-        decoded into `fn`'s annotated return type when it has one.
+    @overload
+    def run(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> RunFuture[T]: ...
+
+    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> RunFuture[Any]:
+        """Run ``fn(*args, **kwargs)`` once, durably: ``await ctx.run("charge", charge, order_id)``.
+
+        Returns a durable future of `fn`'s (JSON round-tripped) value, decoded into its annotated
+        return type; awaiting it runs the step (or, on replay, returns the journaled value without
+        calling `fn`), and it can go into `gather` and `select`. Sync functions run in a worker
+        thread. Every keyword argument is `fn`'s: a retry policy goes through `run_with`
+        (``options=RunOptions(...)`` here still works, deprecated, when `fn` has no such parameter).
 
         Raises:
-            TerminalError: `fn` raised one, or in-place retries were exhausted.
             JournalMismatchError: the journal holds another operation at this position.
+            TerminalError: (when awaited) `fn` raised one, or in-place retries were exhausted.
         """
-        return self._run(_Step(name, fn, args, kwargs, options, _caller_source()))
+        options = kwargs.get("options")
+        if isinstance(options, RunOptions) and not _takes_options(fn):
+            warnings.warn(
+                "ctx.run(..., options=RunOptions(...)) is deprecated, use ctx.run_with(RunOptions(...), name, fn, ...)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            del kwargs["options"]
+        else:
+            options = None
+        return self._step(Step(name, fn, args, kwargs, options, _caller_source()))
 
-    async def _run(self, step: _Step) -> Any:
+    @overload
+    def run_with(
+        self,
+        options: RunOptions,
+        name: str,
+        fn: Callable[P, Coroutine[Any, Any, T]],
+        /,
+        *args: P.args,
+        **kwargs: P.kwargs,
+    ) -> RunFuture[T]: ...
+
+    @overload
+    def run_with(
+        self, options: RunOptions, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> RunFuture[T]: ...
+
+    def run_with(
+        self, options: RunOptions, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> RunFuture[Any]:
+        """`run` with a retry policy: ``await ctx.run_with(RunOptions(max_attempts=3), "charge", charge, id)``.
+
+        The options come first and positionally, so that none of `fn`'s own keyword arguments can
+        be taken for them.
+        """
+        return self._step(Step(name, fn, args, kwargs, options, _caller_source()))
+
+    def _step(self, step: Step) -> RunFuture[Any]:
         attempt = self._attempt
         index = attempt.replay.allocate()
-        result_type = _return_type(step.fn)
         recorded = self._match(index, RunEntry(name=step.name))
         if recorded is None:
             attempt.check_cancelled(index)
-            await attempt.barrier()
-            attempt.step_started()
-            try:
-                entry = await step.execute(attempt.clock)
-            finally:
-                attempt.step_finished()
-            recorded = await attempt.commit(index, entry)
-        assert isinstance(recorded, RunEntry)
-        if recorded.failure is not None:
-            raise TerminalError(recorded.failure.message, recorded.failure.code)
-        try:
-            return from_json(recorded.value, result_type)
-        except msgspec.ValidationError as exc:
-            message = f"step {step.name!r}: journaled value does not fit {result_type}: {exc}"
-            raise TerminalError(message) from None
+        assert recorded is None or isinstance(recorded, RunEntry)
+        return RunFuture(attempt, index, step, recorded)
 
     def _match(self, index: int, attempted: Entry) -> Entry | None:
         # Where an earlier attempt raised the cancellation, a replay raises it again.
@@ -240,10 +254,40 @@ class Context:
             self._attempt.append(index, attempted)
         return index
 
+    def patched(self, name: str) -> bool:
+        """True if this invocation reached this point with the code change `name` deployed.
+
+        Ship a change to code that has invocations in flight as ``if ctx.patched("new-shipping"):
+        <new code> else: <old code>``. An invocation that gets here after the deployment journals
+        a marker and gets True (on every replay too); one whose journal already went past this
+        point without the marker (it ran the old code here) gets False, writes nothing, and
+        replays the old branch cleanly. Once no invocation can take the old branch, replace the
+        call with `deprecate_patch`.
+        """
+        replay = self._attempt.replay
+        index = replay.next_index
+        recorded = replay.recorded(index)
+        if isinstance(recorded, PatchEntry) and recorded.name == name:
+            replay.allocate()
+            return True
+        if recorded is not None or replay.passed(index):
+            return False  # the journal went on from here without the marker: the old code ran
+        self._attempt.cancel_reached(replay.allocate())
+        self._attempt.append(index, PatchEntry(name=name))
+        return True
+
+    def deprecate_patch(self, name: str) -> None:
+        """The cleanup of ``ctx.patched(name)`` once every invocation of the old code is done:
+        keep only the new code, and call this where the check was. Journals that have the marker
+        replay past it; new invocations write none."""
+        replay = self._attempt.replay
+        recorded = replay.recorded(replay.next_index)
+        if isinstance(recorded, PatchEntry) and recorded.name == name:
+            replay.allocate()
+
     async def time(self) -> float:
         """The wall clock in seconds (millisecond resolution), journaled: the same value on every replay."""
-        value: float = await self.run("ctx.time", _seconds, self._attempt.clock)
-        return value
+        return await self.run("ctx.time", _seconds, self._attempt.clock)
 
     def sleep(self, duration: timedelta, name: str = "") -> DurableFuture[None]:
         """A durable timer: ``await ctx.sleep(timedelta(days=3))`` suspends the handler (it holds
@@ -253,27 +297,60 @@ class Context:
         index = self._journal(SleepEntry(name=name, wake_at_ms=wake_at))
         return DurableFuture(self._attempt, index)
 
+    @overload
+    def generic_call(self, service: str, handler: str, arg: Any = None, *, key: str = "") -> CallFuture[Any]: ...
+
+    @overload
     def generic_call(
-        self, service: str, handler: str, arg: Any = None, *, key: str = "", result_type: Any = Any
+        self, service: str, handler: str, arg: Any = None, *, key: str = "", type_hint: type[T]
+    ) -> CallFuture[T]: ...
+
+    @overload
+    def generic_call(
+        self, service: str, handler: str, arg: Any = None, *, key: str = "", result_type: Any
+    ) -> CallFuture[Any]: ...
+
+    def generic_call(
+        self,
+        service: str,
+        handler: str,
+        arg: Any = None,
+        *,
+        key: str = "",
+        type_hint: Any = Any,
+        result_type: Any = _UNSET,
     ) -> CallFuture[Any]:
-        """Call `service`/`handler` (of any deployment) and get a future of its result.
+        """Call `service`/`handler` (of any deployment) and get a future of its result, decoded
+        into `type_hint` (``result_type=`` is its deprecated spelling).
 
         The caller suspends while it waits. A terminal failure of the callee raises TerminalError
         in the caller. The child's id is derived from this invocation and the journal index, so
         a replay never starts it twice.
         """
+        return self._call(service, handler, arg, key, _hint(type_hint, result_type))
+
+    def _call(self, service: str, handler: str, arg: Any, key: str, type_hint: Any) -> CallFuture[Any]:
         index = self._attempt.replay.next_index
         child = child_invocation_id(self.invocation_id, index)
         attempted = CallEntry(
             service=service, handler=handler, key=key, input=msgspec.Raw(to_json(arg)), invocation_id=child
         )
         self._journal(attempted)
-        return CallFuture(self._attempt, index, result_type, child)
+        return CallFuture(self._attempt, index, type_hint, child)
 
-    def service_call(self, handler: Callable[..., Any], arg: Any = None) -> CallFuture[Any]:
-        """Call a handler function of a Service: ``await ctx.service_call(greet, "Ada")``."""
-        service, name, result_type = _target_of(handler)
-        return self.generic_call(service, name, arg, result_type=result_type)
+    @overload
+    def service_call(self, handler: Callable[[Any], Awaitable[O]]) -> CallFuture[O]: ...
+
+    @overload
+    def service_call(self, handler: Callable[[Any, I], Awaitable[O]], arg: I) -> CallFuture[O]: ...
+
+    def service_call(self, handler: Callable[..., Awaitable[Any]], arg: Any = None) -> CallFuture[Any]:
+        """Call a handler function of a Service: ``await ctx.service_call(greet, "Ada")``.
+
+        `arg` is checked against the handler's input annotation and the future has its return type.
+        """
+        service, name, type_hint = _target_of(handler)
+        return self._call(service, name, arg, "", type_hint)
 
     def generic_send(
         self, service: str, handler: str, arg: Any = None, *, key: str = "", send_delay: timedelta | None = None
@@ -294,47 +371,111 @@ class Context:
         self._journal(attempted)
         return SendHandle(child)
 
+    @overload
     def service_send(
-        self, handler: Callable[..., Any], arg: Any = None, *, send_delay: timedelta | None = None
+        self, handler: Callable[[Any], Awaitable[Any]], *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
+
+    @overload
+    def service_send(
+        self, handler: Callable[[Any, I], Awaitable[Any]], arg: I, *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
+
+    def service_send(
+        self, handler: Callable[..., Awaitable[Any]], arg: Any = None, *, send_delay: timedelta | None = None
     ) -> SendHandle:
-        """One-way call of a handler function of a Service."""
+        """One-way call of a handler function of a Service (`arg` checked as for `service_call`)."""
         service, name, _ = _target_of(handler)
         return self.generic_send(service, name, arg, send_delay=send_delay)
 
-    def awakeable(self, result_type: Any = Any) -> tuple[str, DurableFuture[Any]]:
+    @overload
+    def awakeable(self) -> tuple[str, DurableFuture[Any]]: ...
+
+    @overload
+    def awakeable(self, type_hint: type[T]) -> tuple[str, DurableFuture[T]]: ...
+
+    @overload
+    def awakeable(self, *, result_type: Any) -> tuple[str, DurableFuture[Any]]: ...
+
+    def awakeable(self, type_hint: Any = Any, *, result_type: Any = _UNSET) -> tuple[str, DurableFuture[Any]]:
         """A promise completed from outside: hand the id to the world (inside a ``ctx.run``), then
-        await the future. ``POST /restate/awakeables/{id}/resolve`` (JSON body) or ``/reject``
-        (text body) completes it."""
+        await the future (its value decoded into `type_hint`). ``POST /restate/awakeables/{id}/resolve``
+        (JSON body) or ``/reject`` (text body) completes it."""
+        type_hint = _hint(type_hint, result_type)
         index = self._attempt.replay.next_index
         awk = awakeable_id(self.invocation_id, index)
         self._journal(AwakeableEntry(id=awk))
-        return awk, DurableFuture(self._attempt, index, result_type)
+        return awk, DurableFuture(self._attempt, index, type_hint)
 
-    def object_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
-        """Call a handler of a VirtualObject for `key`."""
-        service, name, result_type = _target_of(handler)
-        return self.generic_call(service, name, arg, key=key, result_type=result_type)
+    @overload
+    def object_call(self, handler: Callable[[Any], Awaitable[O]], key: str) -> CallFuture[O]: ...
+
+    @overload
+    def object_call(self, handler: Callable[[Any, I], Awaitable[O]], key: str, arg: I) -> CallFuture[O]: ...
+
+    def object_call(self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None) -> CallFuture[Any]:
+        """Call a handler of a VirtualObject for `key` (`arg` checked as for `service_call`)."""
+        service, name, type_hint = _target_of(handler)
+        return self._call(service, name, arg, key, type_hint)
+
+    @overload
+    def object_send(
+        self, handler: Callable[[Any], Awaitable[Any]], key: str, *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
+
+    @overload
+    def object_send(
+        self, handler: Callable[[Any, I], Awaitable[Any]], key: str, arg: I, *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
 
     def object_send(
-        self, handler: Callable[..., Any], key: str, arg: Any = None, *, send_delay: timedelta | None = None
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        send_delay: timedelta | None = None,
     ) -> SendHandle:
         """One-way call of a VirtualObject handler for `key`."""
         service, name, _ = _target_of(handler)
         return self.generic_send(service, name, arg, key=key, send_delay=send_delay)
 
-    def workflow_call(self, handler: Callable[..., Any], key: str, arg: Any = None) -> CallFuture[Any]:
+    @overload
+    def workflow_call(self, handler: Callable[[Any], Awaitable[O]], key: str) -> CallFuture[O]: ...
+
+    @overload
+    def workflow_call(self, handler: Callable[[Any, I], Awaitable[O]], key: str, arg: I) -> CallFuture[O]: ...
+
+    def workflow_call(self, handler: Callable[..., Awaitable[Any]], key: str, arg: Any = None) -> CallFuture[Any]:
         """Call a handler of a Workflow for `key`.
 
         Its run handler runs once per key: calling the run of a key whose run already exists
         raises a `TerminalError` (409) when awaited.
         """
-        return self.object_call(handler, key, arg)
+        service, name, type_hint = _target_of(handler)
+        return self._call(service, name, arg, key, type_hint)
+
+    @overload
+    def workflow_send(
+        self, handler: Callable[[Any], Awaitable[Any]], key: str, *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
+
+    @overload
+    def workflow_send(
+        self, handler: Callable[[Any, I], Awaitable[Any]], key: str, arg: I, *, send_delay: timedelta | None = None
+    ) -> SendHandle: ...
 
     def workflow_send(
-        self, handler: Callable[..., Any], key: str, arg: Any = None, *, send_delay: timedelta | None = None
+        self,
+        handler: Callable[..., Awaitable[Any]],
+        key: str,
+        arg: Any = None,
+        *,
+        send_delay: timedelta | None = None,
     ) -> SendHandle:
         """One-way call of a Workflow handler for `key` (a no-op for the run of a key whose run exists)."""
-        return self.object_send(handler, key, arg, send_delay=send_delay)
+        service, name, _ = _target_of(handler)
+        return self.generic_send(service, name, arg, key=key, send_delay=send_delay)
 
 
 class ObjectSharedContext(Context):
@@ -344,8 +485,16 @@ class ObjectSharedContext(Context):
         """The key of the virtual object (or workflow) this invocation runs for."""
         return self._attempt.request.key
 
+    @overload
+    async def get(self, name: str) -> Any: ...
+
+    @overload
+    async def get(self, name: str, type_hint: type[T]) -> T | None: ...
+
     async def get(self, name: str, type_hint: Any = Any) -> Any:
-        """The value of state key `name` (None if unset), journaled so replays see the same."""
+        """The value of state key `name` decoded into `type_hint` (None if unset), journaled so
+        replays see the same: ``count = await ctx.get("count", int) or 0`` (an ``int | None``;
+        without `type_hint`, plain JSON typed ``Any``)."""
         attempt = self._attempt
         index = attempt.replay.allocate()
         recorded = self._match(index, GetStateEntry(key=name))
@@ -373,7 +522,8 @@ class ObjectContext(ObjectSharedContext):
 
     Each write is a journal entry, applied to the stored state in the same transaction that
     journals it (so a state change and its entry are never apart), and visible to shared
-    handlers from then on.
+    handlers from then on. Writes are plain calls (nothing to await), reads are awaited, as in
+    Restate's SDK.
     """
 
     def _mutate(self, attempted: Entry) -> bool:
@@ -404,43 +554,17 @@ class ObjectContext(ObjectSharedContext):
             self._attempt.state.clear()
 
 
-class DurablePromise:
-    """A named promise of a workflow key: awaited by one handler, resolved by another."""
-
-    def __init__(self, ctx: Context, name: str, type_hint: Any = Any) -> None:
-        self._ctx = ctx
-        self.name = name
-        self._type = type_hint
-
-    def value(self) -> DurableFuture[Any]:
-        """A future of the promise's value: ``await ctx.promise("email-link").value()``."""
-        index = self._ctx._journal(PromiseGetEntry(name=self.name))
-        return DurableFuture(self._ctx._attempt, index, self._type)
-
-    async def peek(self) -> Any:
-        """The value if the promise is resolved, else None (a rejected one raises TerminalError)."""
-        index = self._ctx._journal(PromisePeekEntry(name=self.name))
-        return await DurableFuture(self._ctx._attempt, index, self._type)
-
-    def resolve(self, value: Any) -> DurableFuture[None]:
-        """Resolve the promise; awaiting the result raises TerminalError (409) if it was already
-        completed."""
-        entry = PromiseCompleteEntry(name=self.name, resolution=msgspec.Raw(to_json(value)))
-        index = self._ctx._journal(entry)
-        return DurableFuture(self._ctx._attempt, index)
-
-    def reject(self, message: str, status_code: int = 500) -> DurableFuture[None]:
-        """Reject the promise: its waiters get a TerminalError."""
-        entry = PromiseCompleteEntry(name=self.name, rejection=Failure(code=status_code, message=message))
-        index = self._ctx._journal(entry)
-        return DurableFuture(self._ctx._attempt, index)
-
-
 class WorkflowSharedContext(ObjectSharedContext):
     """Context of a workflow's shared handlers: state reads and durable promises."""
 
-    def promise(self, name: str, type_hint: Any = Any) -> DurablePromise:
-        """The durable promise `name` of this workflow key."""
+    @overload
+    def promise(self, name: str) -> DurablePromise[Any]: ...
+
+    @overload
+    def promise(self, name: str, type_hint: type[T]) -> DurablePromise[T]: ...
+
+    def promise(self, name: str, type_hint: Any = Any) -> DurablePromise[Any]:
+        """The durable promise `name` of this workflow key, its value decoded into `type_hint`."""
         return DurablePromise(self, name, type_hint)
 
 
@@ -455,68 +579,3 @@ def context_for(handler: HandlerDef, attempt: Attempt) -> Context:
     if handler.service_type == "workflow":
         return WorkflowContext(attempt) if handler.kind == "workflow" else WorkflowSharedContext(attempt)
     return Context(attempt)
-
-
-async def _call(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
-    """Call `fn`; sync functions go to a worker thread so they never block the event loop."""
-    if inspect.iscoroutinefunction(fn):
-        return await fn(*args, **kwargs)
-    result = await asyncio.to_thread(fn, *args, **kwargs)
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    """One `ctx.run` call: the body to run, its retry policy, and where it was called from."""
-
-    name: str
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    kwargs: dict[str, Any]
-    options: RunOptions | None
-    source: str
-
-    async def execute(self, clock: Clock) -> RunEntry:
-        """Run the body with its retry policy and turn the result into a journal entry, stamped
-        with when the step started and how long it took on `clock` (the admin UI's timeline)."""
-        started_ms = clock.now_ms()
-        began = clock.monotonic()
-        entry = await self._execute_untimed()
-        duration_ms = int((clock.monotonic() - began) * 1000)
-        return msgspec.structs.replace(entry, started_ms=started_ms, duration_ms=duration_ms)
-
-    def _failed(self, code: int, message: str) -> RunEntry:
-        return RunEntry(name=self.name, failure=Failure(code=code, message=message), source=self.source)
-
-    async def _execute_untimed(self) -> RunEntry:
-        options = self.options
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        tries = 0
-        delay = options.initial_retry_interval.total_seconds() if options else 0.0
-        while True:
-            tries += 1
-            try:
-                value = await _call(self.fn, self.args, self.kwargs)
-            except TerminalError as exc:
-                return self._failed(exc.status_code, exc.message)
-            except Exception as exc:
-                if options is None or not options.retries_in_place():
-                    raise
-                out_of_tries = options.max_attempts is not None and tries >= options.max_attempts
-                out_of_time = (
-                    options.max_duration is not None
-                    and loop.time() + delay - started > options.max_duration.total_seconds()
-                )
-                if out_of_tries or out_of_time:
-                    return self._failed(500, f"step {self.name!r} failed after {tries} attempts: {exc!r}")
-                await asyncio.sleep(delay)
-                delay = min(delay * options.retry_interval_factor, options.max_retry_interval.total_seconds())
-                continue
-            try:
-                raw = to_json(value)
-            except (TypeError, msgspec.EncodeError) as exc:
-                return self._failed(500, f"step {self.name!r} returned a value that is not JSON-serialisable: {exc}")
-            return RunEntry(name=self.name, value=msgspec.Raw(raw), source=self.source)

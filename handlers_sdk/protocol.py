@@ -42,12 +42,15 @@ __all__ = [
     "InvokeRequest",
     "JournalExport",
     "JournalItem",
+    "Limit",
     "Manifest",
     "Outcome",
+    "PatchEntry",
     "PromiseCompleteEntry",
     "PromiseGetEntry",
     "PromisePeekEntry",
     "RunEntry",
+    "ScheduleInfo",
     "SendEntry",
     "ServiceInfo",
     "ServiceType",
@@ -103,6 +106,10 @@ class RunEntry(_Wire, tag="run", frozen=True, kw_only=True):
     #: result this is, for the admin UI's timeline; 0 when unknown. Not compared on replay.
     started_ms: int = 0
     duration_ms: int = 0
+    #: For a step awaited in a ``select``: the highest completion ``seq`` the attempt knew of when
+    #: it journaled the step, which places the step among the proxy's completions (the winner of
+    #: a select must be the same on replay). 0 otherwise.
+    seen_seq: int = 0
 
 
 class SleepEntry(_Wire, tag="sleep", frozen=True, kw_only=True):
@@ -225,6 +232,14 @@ class CancelEntry(_Wire, tag="cancel", frozen=True, kw_only=True):
     seen_seq: int = 0
 
 
+class PatchEntry(_Wire, tag="patch", frozen=True, kw_only=True):
+    """A code change (``ctx.patched(name)``) that this invocation reached after it was deployed:
+    replays take the new branch where the marker is, the old one where the journal went past
+    that point without it. Written by the SDK only; the proxy stores it like any other entry."""
+
+    name: str
+
+
 #: A journal entry. ``seq`` of a completable entry is its completion order within the
 #: invocation (1, 2, ...), which makes ``select`` deterministic on replay.
 Entry = (
@@ -242,6 +257,7 @@ Entry = (
     | PromisePeekEntry
     | PromiseCompleteEntry
     | CancelEntry
+    | PatchEntry
 )
 #: Entries the proxy completes (the handler suspends while waiting on them).
 CompletableEntry = SleepEntry | CallEntry | AwakeableEntry | PromiseGetEntry | PromisePeekEntry | PromiseCompleteEntry
@@ -345,6 +361,36 @@ HandlerKind = Literal["exclusive", "shared", "workflow", ""]
 ServiceType = Literal["service", "object", "workflow"]
 
 
+class Limit(_Wire, frozen=True, kw_only=True):
+    """A flow-control limit: at most `concurrency` invocations started and not completed at once,
+    at most `rate` starts per `period_ms` (a token bucket of `burst` tokens, `rate` when 0).
+    Zero means no limit of that kind. Invocations beyond it wait durably; none is dropped."""
+
+    concurrency: int = 0
+    rate: int = 0
+    period_ms: int = 1000
+    burst: int = 0
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 0 or self.rate < 0 or self.burst < 0:
+            raise ValueError("concurrency, rate and burst must be 0 (no limit) or more")
+        if self.period_ms <= 0:
+            raise ValueError("period_ms must be more than 0")
+
+
+class ScheduleInfo(_Wire, frozen=True, kw_only=True):
+    """A schedule a handler declares in code (``@svc.handler(schedule=...)``): a cron expression
+    (five fields, or six with seconds; in `timezone`) or an interval in ms, and what a fire does
+    while the previous one runs (`overlap`) and after fires were missed (`catch_up`). The proxy
+    keeps one schedule per such handler, id ``code:{service}:{handler}`` (README "Schedules")."""
+
+    cron: str = ""
+    timezone: str = "UTC"
+    every_ms: int = 0
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    catch_up: Literal["skip", "once"] = "skip"
+
+
 class HandlerInfo(_Wire, frozen=True, kw_only=True):
     """A handler as announced by discovery."""
 
@@ -354,6 +400,15 @@ class HandlerInfo(_Wire, frozen=True, kw_only=True):
     #: absent when the SDK has none, which means any JSON value.
     input_schema: dict[str, Any] | bool | None = None
     output_schema: dict[str, Any] | bool | None = None
+    #: Callable from other handlers only, not from the ingress (Restate's ``ingressPrivate``).
+    ingress_private: bool = False
+    #: The limit of this handler's invocations together, and of each limit key's separately.
+    limit: Limit | None = None
+    key_limit: Limit | None = None
+    #: The top-level field of the JSON input whose value is the limit key (when no header gives one).
+    limit_key: str = ""
+    #: The schedule the handler declares in code (the proxy fires it), if any.
+    schedule: ScheduleInfo | None = None
 
 
 class ServiceInfo(_Wire, frozen=True, kw_only=True):
@@ -362,6 +417,11 @@ class ServiceInfo(_Wire, frozen=True, kw_only=True):
     name: str
     type: ServiceType = "service"
     handlers: list[HandlerInfo] = []
+    #: The default of its handlers' ``ingress_private`` (each handler says its own).
+    ingress_private: bool = False
+    #: The limit of all the service's invocations together, and of each limit key's across it.
+    limit: Limit | None = None
+    key_limit: Limit | None = None
 
 
 class Manifest(_Wire, frozen=True, kw_only=True):
@@ -387,7 +447,11 @@ def parse_awakeable_id(awakeable: str) -> tuple[str, int] | None:
     """Inverse of `awakeable_id`, or None when `awakeable` is not one."""
     body = awakeable.removeprefix("awk_")
     head, sep, index = body.rpartition("_")
-    if body == awakeable or not sep or not head or not index.isdigit() or not head.isalnum():
+    # ASCII only: str.isdigit() and isalnum() also hold for "²" or "日" (int() then raises, or the
+    # id cannot be encoded as a key), which made a malformed id a 500 instead of a 400.
+    if body == awakeable or not sep or not head or not index.isascii() or not head.isascii():
+        return None
+    if not index.isdigit() or not head.isalnum():
         return None
     return "inv_" + head, int(index)
 

@@ -15,6 +15,7 @@ from handlers_sdk.protocol import (
     Entry,
     GetStateEntry,
     JournalItem,
+    PatchEntry,
     PromiseCompleteEntry,
     PromiseGetEntry,
     PromisePeekEntry,
@@ -45,6 +46,8 @@ def header(entry: Entry) -> tuple[str, ...]:
         return (_TAGS[type(entry)],)
     if isinstance(entry, CancelEntry):
         return ("cancel",)
+    if isinstance(entry, PatchEntry):
+        return ("patch", entry.name)
     return ("awakeable",)
 
 
@@ -63,8 +66,8 @@ _TAGS: dict[type, str] = {
 def describe(entry: Entry) -> str:
     """A short human description of an entry, used in mismatch diffs: ``run "charge"``."""
     kind, *fields = header(entry)
-    if kind in ("run", "sleep"):
-        return f'{kind} "{fields[0]}"' if fields[0] or kind == "run" else kind
+    if kind in ("run", "sleep", "patch"):
+        return f'{kind} "{fields[0]}"' if fields[0] or kind != "sleep" else kind
     if kind in ("call", "send"):
         service, handler, key = fields
         return f"{kind} {service}/{key + '/' if key else ''}{handler}"
@@ -91,6 +94,9 @@ class Replay:
         self._recorded: dict[int, Entry] = {item.index: item.entry for item in journal}
         self._next = 0
         self._on_allocate = on_allocate
+        #: The highest recorded index (-1 for an empty journal): past it, the code runs anew.
+        self._last = max(self._recorded, default=-1)
+        self._seen_seq: int | None = None
 
     @property
     def next_index(self) -> int:
@@ -101,6 +107,16 @@ class Replay:
     def recorded_count(self) -> int:
         """How many entries the recorded journal holds."""
         return len(self._recorded)
+
+    def recorded(self, index: int) -> Entry | None:
+        """The recorded entry at `index`, if any (no matching, no allocation)."""
+        return self._recorded.get(index)
+
+    def passed(self, index: int) -> bool:
+        """True if the recorded journal reaches `index` or beyond: an earlier run of the code went
+        past this point (an index with no entry below the last one is an operation that was
+        created but not journaled, as the later entries of a gather can be)."""
+        return index <= self._last
 
     def allocate(self) -> int:
         """Hand out the next journal index."""
@@ -139,7 +155,10 @@ class Replay:
 
     def seen_seq(self) -> int:
         """The highest completion ``seq`` in the recorded journal (0 if none)."""
-        return max((e.seq for e in self._recorded.values() if isinstance(e, COMPLETABLE) and e.completed), default=0)
+        if self._seen_seq is None:  # the journal never changes: scanned once, not once per step
+            completed = (e.seq for e in self._recorded.values() if isinstance(e, COMPLETABLE) and e.completed)
+            self._seen_seq = max(completed, default=0)
+        return self._seen_seq
 
     def completion(self, index: int) -> CompletableEntry | None:
         """The recorded entry at `index` if the proxy has completed it, else None."""

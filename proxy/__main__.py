@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from proxy.config import settings_from
+from proxy.credentials import check_start
 from proxy.logs import configure
 
 __all__ = ["main"]
@@ -22,7 +23,7 @@ log = logging.getLogger("proxy")
 #: What the server and dev mode import beyond the base dependencies (the ``proxy`` extra).
 _SERVER_MODULES = ("starlette", "uvicorn", "lmdb", "aiohttp", "httptools")
 #: The operator CLI's subcommands (`proxy.tools.cli`), with their aliases.
-_CLI_COMMANDS = ("invocations", "inv", "services", "svc", "deployments", "dep")
+_CLI_COMMANDS = ("invocations", "inv", "services", "svc", "deployments", "dep", "schedules", "sch", "identity")
 
 
 def _require_server_modules(what: str) -> None:
@@ -60,10 +61,13 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise SystemExit(cli_main(args))
     settings = settings_from(args)
     configure(settings.log_level, settings.log_format)
+    check_start(settings)  # exits 2: unusable token/key files, or an open admin API off loopback
     # The server's imports (uvicorn, starlette, lmdb) only here: the subcommands above are tools
     # that talk to a running proxy and need none of them.
     _require_server_modules("the server")
-    from proxy.serve import serve
+    from proxy.engine.identity import SigningKeyError
+    from proxy.engine.tracing import TracingError
+    from proxy.serve import ListenerError, serve
     from proxy.store.lmdb import StoreLocked
 
     try:
@@ -72,7 +76,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         uvloop = None  # type: ignore[assignment]
     try:
         ok = uvloop.run(serve(settings)) if uvloop is not None else asyncio.run(serve(settings))
-    except StoreLocked as exc:
+    except (StoreLocked, SigningKeyError, TracingError) as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    except ListenerError as exc:  # e.g. a TLS certificate or key that cannot be loaded
         log.error("%s", exc)
         raise SystemExit(2) from None
     if not ok:

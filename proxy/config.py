@@ -47,11 +47,29 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Every tunable of the proxy. Field docs become ``--help`` and the README's table."""
 
     host: str = "127.0.0.1"
-    """Address both HTTP servers bind (use 0.0.0.0 in a container)."""
+    """Address the ingress API binds (0.0.0.0 in a container); also the default of --admin-host and --callback-host."""
     ingress_port: int = 8080
     """Port of the ingress API (Restate-compatible paths)."""
+    admin_host: str = ""
+    """Address the admin API binds; empty: the same as --host. Keep it on 127.0.0.1 unless it needs to be reached."""
     admin_port: int = 9070
-    """Port of the admin API and of the handlers' step-ack callback."""
+    """Port of the admin API (deployments, invocations, state, the web page)."""
+    callback_host: str = ""
+    """Address the handlers' step-ack callback binds; empty: the same as --host. Handlers must reach it."""
+    callback_port: int = 9071
+    """Port of the step-ack callback, a listener of its own (the admin port + 1; must differ from the other two)."""
+    tls_cert: str = ""
+    """PEM certificate chain: with --tls-key, the ingress, admin and callback listeners serve HTTPS only."""
+    tls_key: str = ""
+    """PEM private key of --tls-cert."""
+    handler_ca_file: str = ""
+    """PEM CA bundle trusted for https:// handler deployments (empty: the system's CAs)."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a whole request head once it starts one (then 408 and closed)."""
+    keep_alive_timeout: float = 30.0
+    """Seconds an idle connection (a new one, or one between two requests) is kept open."""
+    max_connections: int = 4096
+    """Most open connections per listener; more are answered 503 and closed (lowered at start to fit the fd limit)."""
     data_dir: str = "./data"
     """Directory of the LMDB environment (one proxy process per directory)."""
     store: str = ""
@@ -63,13 +81,27 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     deployments: tuple[str, ...] = ()
     """Handler service URLs to register at start (repeatable --deployment)."""
     callback_url: str = ""
-    """Base URL handlers use to ack steps; default http://127.0.0.1:{admin_port}."""
+    """Base URL handlers use to ack steps; default http(s)://{callback host, or 127.0.0.1}:{callback_port}."""
     max_body_bytes: int = 10 * 1024**2
     """Largest ingress request body; larger ones get 413."""
+    max_drain_bytes: int = 128 * 1024**2
+    """With Connection: close (urllib), a body over --max-body-bytes is read and dropped up to this size, then 413."""
+    max_header_bytes: int = 64 * 1024
+    """Largest request head (all header names and values) on the ingress and admin APIs; larger ones get 431."""
+    max_header_count: int = 100
+    """Most request headers on the ingress and admin APIs; more get 431."""
+    max_concurrent_requests: int = 1024
+    """Most ingress requests in flight (calls waiting for their result count); more get 503 with Retry-After."""
+    max_inflight_body_bytes: int = 256 * 1024**2
+    """Most bytes of ingress request bodies held at once (a call holds its body until it answers); then 503."""
+    max_write_queue: int = 10_000
+    """Ingress requests get 503 with Retry-After while more writes than this wait for the writer (acks never do)."""
+    max_delay: float = 3650 * 86400.0
+    """Longest ?delay= of a send (about ten years); longer ones get 400."""
     max_entry_bytes: int = 10 * 1024**2
     """Largest journal entry a handler may append; larger ones get 413."""
     max_response_bytes: int = 32 * 1024**2
-    """Largest handler response the invoker reads; larger ones fail the attempt."""
+    """Largest handler response the invoker reads; a larger one pauses the invocation (said in its last failure)."""
     max_journal_entries: int = 100_000
     """Most entries one invocation's journal may hold."""
     body_read_timeout: float = 30.0
@@ -92,6 +124,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Seconds a completed invocation, its journal and idempotency key are kept (then purged)."""
     sweep_interval: float = 60.0
     """Seconds between two runs of the retention sweeper."""
+    schedule_grace: float = 1.0
+    """Seconds a schedule's fire may be late and still be on time; later (the proxy was down), its catch-up applies."""
     resident_map_limit: int = 32 * 1024**2
     """Most LMDB file pages kept mapped (in the RSS); past it they are unmapped but stay cached (0 = no limit)."""
     resident_check_interval: float = 2.0
@@ -104,6 +138,20 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Log level: debug, info, warning, error."""
     log_format: str = "json"
     """Log lines as json (one object per line, with invocation_id) or text."""
+    tracing: bool = False
+    """Export OpenTelemetry traces over OTLP (OTEL_* variables; also on when OTEL_EXPORTER_OTLP_ENDPOINT is set)."""
+    signing_key_file: str = ""
+    """PEM Ed25519 key signing requests to handlers (re-read when replaced); empty: made in --data-dir or the store."""
+    signing_validity: float = 60.0
+    """Seconds a request signature is valid on either side of its issue time (a replay later than this gets 401)."""
+    admin_token_file: str = ""
+    """File of admin bearer tokens, one a line (# comments; two in a rotation); or the token in PROXY_ADMIN_TOKEN."""
+    admin_insecure: bool = False
+    """Allow the admin API on a non-loopback address without a token (otherwise the proxy refuses to start)."""
+    ingress_keys_file: str = ""
+    """File of ingress API keys, one a line (# comments): every ingress call then needs one (off when empty)."""
+    credentials_reload_interval: float = 5.0
+    """Seconds between checks of --admin-token-file and --ingress-keys-file for edits (0: on SIGHUP only)."""
 
     def __post_init__(self) -> None:
         if self.store and not self.store.startswith(("postgresql://", "postgres://")):
@@ -116,17 +164,53 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError("resident_map_limit must be >= 0")
         if self.resident_check_interval <= 0:
             raise ValueError("resident_check_interval must be > 0")
+        if self.schedule_grace < 0:
+            raise ValueError("schedule_grace must be >= 0")
         if self.map_size > self.max_map_size:
             raise ValueError("map_size must not exceed max_map_size")
+        if len({self.ingress_port, self.admin_port, self.callback_port}) != 3:
+            raise ValueError("ingress_port, admin_port and callback_port must all differ")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.header_timeout <= 0 or self.keep_alive_timeout <= 0:
+            raise ValueError("header_timeout and keep_alive_timeout must be > 0")
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+        if min(self.max_header_count, self.max_concurrent_requests, self.max_write_queue) < 1:
+            raise ValueError("max_header_count, max_concurrent_requests and max_write_queue must be >= 1")
+        if self.max_header_bytes < 1024 or self.max_delay <= 0:
+            raise ValueError("max_header_bytes must be >= 1024 and max_delay > 0")
+        if not 1 <= self.signing_validity <= 3600:
+            raise ValueError("signing_validity must be between 1s and 1h")
+
+    @property
+    def effective_admin_host(self) -> str:
+        """The address the admin API binds."""
+        return self.admin_host or self.host
+
+    @property
+    def effective_callback_host(self) -> str:
+        """The address the step-ack callback binds."""
+        return self.callback_host or self.host
 
     @property
     def effective_callback_url(self) -> str:
-        """The callback base URL sent to handlers."""
-        return self.callback_url or f"http://127.0.0.1:{self.admin_port}"
+        """The callback base URL sent to handlers: the callback listener, https when TLS is on."""
+        if self.callback_url:
+            return self.callback_url
+        host = self.effective_callback_host
+        # A wildcard bind is not an address to connect to; the loopback reaches it on this machine.
+        if host in ("", "0.0.0.0", "::"):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        scheme = "https" if self.tls_cert else "http"
+        return f"{scheme}://{host}:{self.callback_port}"
 
 
 _SIZE_FIELDS = {
     "map_size", "max_map_size", "max_body_bytes", "max_entry_bytes", "max_response_bytes", "resident_map_limit",
+    "max_drain_bytes", "max_header_bytes", "max_inflight_body_bytes",
 }  # fmt: skip
 
 
@@ -144,6 +228,22 @@ def _field_docs() -> dict[str, str]:
     return docs
 
 
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off", ""})
+
+
+def _bool(name: str, value: Any) -> bool:
+    """A bool setting from ``1/true/yes/on`` or ``0/false/no/off`` (any case), or a bool."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ValueError(f"not a boolean: {value!r} (use true or false)")
+
+
 def _coerce(name: str, value: Any) -> Any:
     field_type = Settings.__annotations__[name]
     if name in _SIZE_FIELDS:
@@ -152,6 +252,8 @@ def _coerce(name: str, value: Any) -> Any:
         return parse_duration(value)
     if field_type == "int":
         return int(value)
+    if field_type == "bool":
+        return _bool(name, value)
     if field_type.startswith("tuple"):
         if isinstance(value, str):
             return tuple(v for v in value.split(",") if v)
@@ -163,7 +265,9 @@ _SUBCOMMANDS = """\
 subcommands (each with its own --help, e.g. python -m proxy invocations --help):
   invocations (inv)   list, show, cancel, kill, pause, resume and purge invocations (admin API)
   services (svc)      list the registered services and their handlers
-  deployments (dep)   list and register handler services (deployments)
+  deployments (dep)   list, register, show (pinned invocations), update and remove deployments
+  schedules (sch)     list, show, create, pause, resume and delete cron and interval schedules
+  identity            the public key that signs requests to handlers; new-key FILE for a rotation
   dev HANDLER         dev mode: a proxy on a temporary data dir and HANDLER, reloaded on change
 """
 
@@ -174,7 +278,8 @@ def settings_from(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     docs = _field_docs()
     parser = argparse.ArgumentParser(
         prog="python -m proxy",
-        usage="python -m proxy [flags]\n       python -m proxy {invocations,services,deployments,dev} ...",
+        usage="python -m proxy [flags]\n"
+        "       python -m proxy {invocations,services,deployments,schedules,identity,dev} ...",
         description="durable-proxy server: the ingress and admin APIs over one store (LMDB in --data-dir,\n"
         "or PostgreSQL with --store).\n"
         "Every flag can also be set by its PROXY_* environment variable (--ingress-port: PROXY_INGRESS_PORT).",
@@ -184,6 +289,8 @@ def settings_from(argv: Sequence[str] | None = None, env: Mapping[str, str] | No
     for name in Settings.__struct_fields__:
         flag = "--" + ("deployment" if name == "deployments" else name.replace("_", "-"))
         extra: dict[str, Any] = {"action": "append"} if name == "deployments" else {}
+        if Settings.__annotations__[name] == "bool":
+            extra = {"nargs": "?", "const": "true", "metavar": "BOOL"}  # a bare --flag means true
         parser.add_argument(flag, dest=name, default=None, help=docs.get(name, ""), **extra)
     args = parser.parse_args(argv)
     values: dict[str, Any] = {}

@@ -8,7 +8,8 @@ in which its entries were committed, and the injected crash.
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, TypeVar, overload
 
 import msgspec
 
@@ -39,6 +40,10 @@ __all__ = [
     "InvocationSuspendedError",
 ]
 
+T = TypeVar("T")
+#: "Not passed" for the deprecated ``type_=`` keyword.
+_UNSET: Any = object()
+
 
 class InvocationPausedError(Exception):
     """The invocation paused: a journal mismatch, or a retryable error with no retries left."""
@@ -55,7 +60,10 @@ class InvocationSuspendedError(Exception):
 
     def __init__(self, invocation: Invocation) -> None:
         status = invocation.status
-        if status == "pending":
+        place = invocation.queue_position if status == "pending" else None
+        if place is not None:
+            message = f"invocation {invocation.id} is pending: number {place} in line for a concurrency limit's slot"
+        elif status == "pending":
             message = (
                 f"invocation {invocation.id} is pending: {invocation.service} key {invocation.key!r} is held by "
                 "an invocation that has not completed"
@@ -135,6 +143,12 @@ class Invocation:
         return self.record.status
 
     @property
+    def queue_position(self) -> int | None:
+        """Its place in line (1: next) while it waits for a concurrency limit's slot, else None."""
+        with self._store.read() as txn:
+            return self._machine.queue_position(txn, self._machine.get(txn, self.id))
+
+    @property
     def is_done(self) -> bool:
         """True once the invocation completed (with a result or a terminal failure)."""
         return self.status == "completed"
@@ -203,8 +217,17 @@ class Invocation:
             counts[execution.index] = counts.get(execution.index, 0) + 1
         return counts
 
-    def result(self, type_: Any = Any) -> Any:
-        """The handler's return value, decoded into `type_`.
+    @overload
+    def result(self) -> Any: ...
+
+    @overload
+    def result(self, type_hint: type[T]) -> T: ...
+
+    @overload
+    def result(self, *, type_: Any) -> Any: ...
+
+    def result(self, type_hint: Any = Any, *, type_: Any = _UNSET) -> Any:
+        """The handler's return value, decoded into `type_hint` (``type_=`` is its deprecated spelling).
 
         Raises:
             TerminalError: the invocation failed terminally.
@@ -212,9 +235,12 @@ class Invocation:
             InvocationPausedError: it paused after a retryable error (see the stack trace).
             InvocationSuspendedError: it waits on something nothing will complete, or for its key.
         """
+        if type_ is not _UNSET:
+            warnings.warn("type_= is deprecated, use type_hint= instead", DeprecationWarning, stacklevel=2)
+            type_hint = type_
         outcome = self.outcome
         if isinstance(outcome, Completed):
-            return from_json(outcome.value, type_)
+            return from_json(outcome.value, type_hint)
         if isinstance(outcome, Failed):
             raise TerminalError(outcome.failure.message, outcome.failure.code)
         if isinstance(outcome, Errored):

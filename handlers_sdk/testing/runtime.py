@@ -31,6 +31,7 @@ import functools
 import heapq
 import itertools
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -39,12 +40,13 @@ import msgspec
 
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, ProxyError
+from durable_core.flow import service_limits
 from durable_core.journal import new_token, resolve_in
 from durable_core.keys import START_INDEX
 from durable_core.lifecycle import AttemptFailure
 from durable_core.machine import Limits, Machine, TimerFire
 from durable_core.memory import MemoryStore
-from durable_core.records import Action, InvocationRecord, ServiceRecord, Status
+from durable_core.records import Action, InvocationRecord, ServiceLimits, ServiceRecord, Status
 from durable_core.retry import RetryPolicy
 from durable_core.rows import read_entry, read_record
 from durable_core.txn import ReadTxn, Txn
@@ -187,7 +189,7 @@ class LocalRuntime:
             retry=RetryPolicy(max_attempts=max_retries + 1, jitter=0.0),
         )
         resolve = functools.partial(resolve_in, _Registry(self.services))
-        self.machine = Machine(limits, resolve, seed=lambda: self.random_seed)
+        self.machine = Machine(limits, resolve, seed=lambda: self.random_seed, limits_of=self._limits_of)
         #: Every invocation, in the order the runtime learnt of it (started, or created by a call
         #: or send of another).
         self.invocations: dict[str, Invocation] = {}
@@ -211,6 +213,15 @@ class LocalRuntime:
         # The first exception a commit hook raised, re-raised to the test once its attempt ended.
         self._hook_error: Exception | None = None
         self._ack = _InProcessAck(self)
+
+    def _limits_of(self, service: str) -> ServiceLimits | None:
+        """The concurrency and rate limits the service's code declares (read live, as `_Registry`
+        reads its handlers), by the rule discovery's announcements go through in the proxy."""
+        svc = self.services.get(service)
+        if svc is None:
+            return None
+        handlers = {h.name: (h.limit, h.key_limit, h.limit_key) for h in svc.handlers.values()}
+        return service_limits(svc.limit, svc.key_limit, handlers)
 
     # -- public API -----------------------------------------------------------------------------
 
@@ -330,10 +341,16 @@ class LocalRuntime:
         await self._run()
         return inv
 
-    async def call(self, service: str | Service, handler: str, arg: Any = None, *, type_: Any = Any, **kw: Any) -> Any:
-        """`start` the invocation and return its result (raises like `Invocation.result`)."""
+    async def call(
+        self, service: str | Service, handler: str, arg: Any = None, *, type_hint: Any = Any, **kw: Any
+    ) -> Any:
+        """`start` the invocation and return its result decoded into `type_hint` (raises like
+        `Invocation.result`; ``type_=`` is the deprecated spelling of `type_hint`)."""
+        if "type_" in kw:
+            warnings.warn("type_= is deprecated, use type_hint= instead", DeprecationWarning, stacklevel=2)
+            type_hint = kw.pop("type_")
         inv = await self.start(service, handler, arg, **kw)
-        return inv.result(type_)
+        return inv.result(type_hint)
 
     async def resume(self, inv: Invocation | str) -> Invocation:
         """Run what is ready (after resolving an awakeable or a promise, say).

@@ -114,34 +114,49 @@ class StepRecorder:
         return clone
 
     def _wrap_run(self, ctx: Any, attempt: int) -> None:
-        run = ctx.run
+        run, run_with = ctx.run, ctx.run_with
 
-        # A plain function returning the SDK's coroutine, not a coroutine of its own. The SDK takes
+        # Plain functions returning the SDK's step future, not coroutines of their own. The SDK takes
         # the step's source line when `run` is called, from the first caller frame outside
         # `handlers_sdk` (this wrapper's module included), so it stays the user's call site.
-        def run_observed(name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            caller = sys._getframe(1)
+        def run_observed(name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
             plain = {k: v for k, v in kwargs.items() if k != "options"}
-            call = StepCall(attempt, name, f"{caller.f_code.co_filename}:{caller.f_lineno}", _digest(args, plain))
-            with self._lock:
-                self.calls.append(call)
-            return run(name, self._wrap(fn, attempt, name), *args, **kwargs)
+            index: list[int] = []
+            self._called(attempt, name, sys._getframe(1), args, plain)
+            future = run(name, self._wrap(fn, attempt, name, index), *args, **kwargs)
+            index.append(future.index)
+            return future
+
+        def run_with_observed(options: Any, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+            index: list[int] = []
+            self._called(attempt, name, sys._getframe(1), args, kwargs)
+            future = run_with(options, name, self._wrap(fn, attempt, name, index), *args, **kwargs)
+            index.append(future.index)
+            return future
 
         ctx.run = run_observed
+        ctx.run_with = run_with_observed
 
-    def _record(self, attempt: int, name: str) -> bool:
-        index = _op_index.get()
+    def _called(self, attempt: int, name: str, caller: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        call = StepCall(attempt, name, f"{caller.f_code.co_filename}:{caller.f_lineno}", _digest(args, kwargs))
+        with self._lock:
+            self.calls.append(call)
+
+    def _record(self, attempt: int, name: str, step_index: list[int]) -> bool:
+        # The step's own index once `run` has returned its future (a body runs when the future is
+        # awaited, maybe in another task); the allocation seen last in this task before that.
+        index = step_index[0] if step_index else _op_index.get()
         execution = StepExecution(attempt, index, name, self._is_journaled(index))
         with self._lock:
             (self.executions if self._run_bodies else self.skipped).append(execution)
         return self._run_bodies
 
-    def _wrap(self, fn: Callable[..., Any], attempt: int, name: str) -> Callable[..., Any]:
+    def _wrap(self, fn: Callable[..., Any], attempt: int, name: str, index: list[int]) -> Callable[..., Any]:
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
             async def async_body(*args: Any, **kwargs: Any) -> Any:
-                if self._record(attempt, name):
+                if self._record(attempt, name, index):
                     return await fn(*args, **kwargs)
                 return None
 
@@ -149,7 +164,7 @@ class StepRecorder:
 
         @functools.wraps(fn)
         def body(*args: Any, **kwargs: Any) -> Any:
-            if self._record(attempt, name):
+            if self._record(attempt, name, index):
                 return fn(*args, **kwargs)
             return None
 

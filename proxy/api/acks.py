@@ -1,4 +1,10 @@
-"""The step-ack endpoint that handler services post new journal entries to (ack mode)."""
+"""The step-ack callback: the app handler services post new journal entries to (ack mode).
+
+It is served on a listener of its own (``--callback-port``), apart from the admin API, so that
+handlers reach it without reaching the admin API. Its authentication is the attempt's token in
+every append: the invoker journals an entry only from the live attempt with that token (409
+`Fenced` otherwise, naming the attempt but never the token).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +13,18 @@ import time
 from typing import Any
 
 import msgspec
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from durable_core.errors import BadRequest, ProxyError, RequestTimeout
 from handlers_sdk.protocol import ACK_PATH, AppendResponse, decode_append, encode
 from proxy import faults
-from proxy.api.http import read_body
+from proxy.api.http import exception_handlers, json_response, read_body
 from proxy.engine.runtime import Runtime
 
-__all__ = ["AckFastPath", "append_endpoint"]
+__all__ = ["AckFastPath", "append_endpoint", "create_callback"]
 
 #: Room for the envelope around an entry (ids, token, index) on top of max_entry_bytes.
 _ENVELOPE = 4096
@@ -50,8 +58,20 @@ def append_endpoint(runtime: Runtime):  # type: ignore[no-untyped-def]
     return append
 
 
+def create_callback(runtime: Runtime) -> Starlette:
+    """The callback app: ``POST /internal/v1/entries`` (through `AckFastPath`) and ``GET /health``."""
+
+    async def health(request: Request) -> Response:
+        return json_response({"status": "ok" if runtime.started else "starting"})
+
+    routes = [Route(ACK_PATH, append_endpoint(runtime), methods=["POST"]), Route("/health", health, methods=["GET"])]
+    app = Starlette(routes=routes, exception_handlers=exception_handlers("callback"))
+    app.add_middleware(AckFastPath, runtime=runtime)  # step acks skip the router (the hot path)
+    return app
+
+
 _JSON_HEADERS = [(b"content-type", b"application/json")]
-_ERROR_HEADERS = [*_JSON_HEADERS, (b"x-restate-error-source", b"admin")]
+_ERROR_HEADERS = [*_JSON_HEADERS, (b"x-restate-error-source", b"callback")]
 
 
 class AckFastPath:
@@ -59,7 +79,7 @@ class AckFastPath:
     router, Request and Response objects (the proxy's hottest request: one per step).
 
     Same answers as `append_endpoint` (200 with the index after the commit; ProxyErrors as the
-    admin app's JSON errors). Anything unusual (no or too large content-length, chunked bodies)
+    callback app's JSON errors). Anything unusual (no or too large content-length, chunked bodies)
     goes on to the Starlette endpoint, which stays the reference behaviour.
     """
 
@@ -95,13 +115,13 @@ class AckFastPath:
                         break
         except TimeoutError:
             timeout = RequestTimeout(f"request body not received within {self.timeout:g}s")
-            await _send(send, timeout.status, _ERROR_HEADERS, timeout.body("admin"))
+            await _send(send, timeout.status, _ERROR_HEADERS, timeout.body("callback"))
             return
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         try:
             answer = await _append(runtime, body, started)
         except ProxyError as exc:
-            await _send(send, exc.status, _ERROR_HEADERS, exc.body("admin"))
+            await _send(send, exc.status, _ERROR_HEADERS, exc.body("callback"))
             return
         await _send(send, 200, _JSON_HEADERS, answer)
 

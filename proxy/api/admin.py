@@ -1,10 +1,12 @@
 """The admin API: deployments, services, object state, invocations and operator actions, stats, metrics,
-health, step acks, and the web page (routes from `proxy.api.ui`)."""
+health, and the web page (routes from `proxy.api.ui`). The step acks have an app and a listener of their own
+(`proxy.api.acks`)."""
 
 from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 from typing import Any, cast
 
 import msgspec
@@ -16,7 +18,6 @@ from starlette.routing import Route
 from durable_core.errors import BadRequest, NotFound, ProxyError
 from durable_core.records import ACTIONS, STATUSES, DeploymentRecord, InvocationRecord, ServiceRecord
 from handlers_sdk.protocol import (
-    ACK_PATH,
     PROTOCOL_VERSION,
     AwakeableEntry,
     CallEntry,
@@ -29,10 +30,11 @@ from handlers_sdk.protocol import (
     encode_export,
 )
 from proxy import __version__
-from proxy.api.acks import append_endpoint
 from proxy.api.http import exception_handlers, json_response, read_body
+from proxy.api.limits import limit_fields, limits_routes
 from proxy.api.openapi import openapi_routes
 from proxy.api.query import query_endpoint, state_version
+from proxy.api.schedules import schedule_routes
 from proxy.api.ui import ui_routes
 from proxy.config import Settings
 from proxy.engine.runtime import Runtime
@@ -60,6 +62,24 @@ class _RegisterRequest(msgspec.Struct, forbid_unknown_fields=False):
     additional_headers: dict[str, str] | None = None
 
 
+class _MoveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Body of ``PATCH /deployments/{id}``: where the deployment is served now."""
+
+    uri: str
+
+
+#: Ids of pinned invocations a deployment's view lists (the counts cover all of them).
+_PINNED_SHOWN = 50
+
+
+def _pinned_view(records: list[InvocationRecord]) -> dict[str, Any]:
+    """The invocations not completed pinned to a deployment: how many, by status, the first ids."""
+    by_status: dict[str, int] = {}
+    for record in records:
+        by_status[record.status] = by_status.get(record.status, 0) + 1
+    return {"count": len(records), "by_status": by_status, "ids": [r.id for r in records[:_PINNED_SHOWN]]}
+
+
 class _StateEdit(msgspec.Struct, forbid_unknown_fields=False):
     """Body of ``POST /services/{name}/state``: Restate's shape, values as byte arrays (Restate's
     ``Bytes``) holding JSON; the proxy also takes a JSON value itself where it is not a byte array."""
@@ -82,6 +102,18 @@ _INPUT_DESCRIPTION = 'one of ["none", "value of content-type \'application/json\
 _OUTPUT_DESCRIPTION = "value of content-type 'application/json'"
 
 
+def _check_uri(uri: str) -> None:
+    """BadRequest unless `uri` is an absolute http(s) URL with a host (``http://[::1`` raised
+    httpx.InvalidURL deep in discovery: a 500)."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port_ok = parts.port != 0  # .port raises ValueError for a port that is no number in range
+    except ValueError as exc:
+        raise BadRequest(f"uri {uri[:200]!r} is not a URL: {exc}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok or any(c in uri for c in " \t\r\n"):
+        raise BadRequest(f"uri {uri[:200]!r} must be an http:// or https:// URL with a host")
+
+
 def _friendly(seconds: float) -> str:
     """A duration in the friendly format Restate's admin API uses (``1d``, ``1h``, ``30s``, ``500ms``)."""
     ms = round(seconds * 1000)
@@ -101,7 +133,8 @@ def _handler_view(svc: ServiceRecord, name: str, kind: str) -> dict[str, Any]:
     view: dict[str, Any] = {"name": name}
     if kind in _HANDLER_TY:
         view["ty"] = _HANDLER_TY[kind]
-    view.update(public=True, input_description=_INPUT_DESCRIPTION, output_description=_OUTPUT_DESCRIPTION)
+    public = name not in svc.private_handlers
+    view.update(public=public, input_description=_INPUT_DESCRIPTION, output_description=_OUTPUT_DESCRIPTION)
     if name in svc.input_schemas:
         view["input_json_schema"] = svc.input_schemas[name]
     if name in svc.output_schemas:
@@ -118,7 +151,7 @@ def _service_view(svc: ServiceRecord, settings: Settings) -> dict[str, Any]:
         "handlers": [_handler_view(svc, name, kind) for name, kind in svc.handlers.items()],
         "deployment_id": svc.deployment_id,
         "revision": 1,
-        "public": True,
+        "public": not svc.ingress_private,
         "idempotency_retention": retention,
         "journal_retention": retention,
         "inactivity_timeout": _friendly(settings.inactivity_timeout),
@@ -209,6 +242,7 @@ def invocation_view(runtime: Runtime, record: InvocationRecord, with_journal: bo
         "last_failure": _failure_view(record.last_failure) if record.last_failure else None,
         "idempotency_key": record.idempotency_key,
         "completed_ms": record.completed_ms or None,
+        **limit_fields(runtime, record),
     }
     if record.is_completed:
         if record.failure is not None:
@@ -247,17 +281,20 @@ def _waiting_on(record: InvocationRecord, items: list[JournalItem]) -> list[dict
 
 
 def create_admin(runtime: Runtime) -> Starlette:
-    """The admin Starlette app (also serves the handlers' step-ack callback)."""
+    """The admin Starlette app (the step-ack callback is apart: `proxy.api.acks.create_callback`)."""
 
     async def health(request: Request) -> Response:
         return json_response({"status": "ok" if runtime.started else "starting"})
 
     async def register(request: Request) -> Response:
-        body = await read_body(request, _MAX_ADMIN_BODY, runtime.settings.body_read_timeout)
+        body = await read_body(
+            request, _MAX_ADMIN_BODY, runtime.settings.body_read_timeout, runtime.settings.max_drain_bytes
+        )
         try:
             parsed = msgspec.json.decode(body, type=_RegisterRequest)
         except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f'expected {{"uri": "http://..."}}: {exc}') from None
+        _check_uri(parsed.uri)
         known = any(d.uri == parsed.uri.rstrip("/") for d in runtime.registry.deployments.values())
         dep, services = await runtime.registry.register(parsed.uri, dry_run=parsed.dry_run)
         view = _deployment_view(dep, services, runtime.settings)
@@ -272,7 +309,23 @@ def create_admin(runtime: Runtime) -> Starlette:
         if dep is None:
             raise NotFound(f"deployment '{request.path_params['id']}' not found")
         services = [s for s in runtime.registry.services.values() if s.deployment_id == dep.id]
-        return json_response(_deployment_view(dep, services, runtime.settings))
+        view = _deployment_view(dep, services, runtime.settings)
+        view["pinned"] = _pinned_view(runtime.pinned(dep.id))
+        return json_response(view)
+
+    async def move_deployment(request: Request) -> Response:
+        """``PATCH /deployments/{id}`` with ``{"uri": ...}``: the same code, served elsewhere."""
+        body = await read_body(request, _MAX_ADMIN_BODY, runtime.settings.body_read_timeout)
+        try:
+            parsed = msgspec.json.decode(body, type=_MoveRequest)
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
+            raise BadRequest(f'expected {{"uri": "http://..."}}: {exc}') from None
+        _check_uri(parsed.uri)
+        moved = await runtime.move_deployment(request.path_params["id"], parsed.uri)
+        services = [s for s in runtime.registry.services.values() if s.deployment_id == moved.id]
+        view = _deployment_view(moved, services, runtime.settings)
+        view["pinned"] = _pinned_view(runtime.pinned(moved.id))
+        return json_response(view)
 
     async def remove_deployment(request: Request) -> Response:
         """Restate's ``DELETE /deployments/{id}?force=``: 202 once removed, with what changed."""
@@ -292,6 +345,10 @@ def create_admin(runtime: Runtime) -> Starlette:
 
     async def service(request: Request) -> Response:
         return json_response(_service_view(runtime.registry.service(request.path_params["name"]), runtime.settings))
+
+    async def identity(request: Request) -> Response:
+        """The public key that signs requests to handlers: what they put in ``identity_keys``."""
+        return json_response(runtime.identity.view())
 
     async def version(request: Request) -> Response:
         """Restate's ``GET /version``: the admin API versions served (Restate's CLI checks them)."""
@@ -315,10 +372,15 @@ def create_admin(runtime: Runtime) -> Starlette:
         svc = runtime.registry.service(request.path_params["name"])
         if svc.type == "service":
             raise BadRequest(f"'{svc.name}' is a service: only objects and workflows have state")
-        body = await read_body(request, runtime.settings.max_body_bytes, runtime.settings.body_read_timeout)
+        body = await read_body(
+            request,
+            runtime.settings.max_body_bytes,
+            runtime.settings.body_read_timeout,
+            runtime.settings.max_drain_bytes,
+        )
         try:
             edit = msgspec.json.decode(body, type=_StateEdit)
-        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, RecursionError, UnicodeDecodeError) as exc:
             raise BadRequest(f'expected {{"object_key": "...", "new_state": {{...}}}}: {exc}') from None
         new_state = {k: _state_value(k, v) for k, v in edit.new_state.items()}
         if edit.version is not None:
@@ -426,13 +488,16 @@ def create_admin(runtime: Runtime) -> Starlette:
     routes = [
         Route("/health", health, methods=["GET"]),
         Route("/version", version, methods=["GET"]),
+        Route("/identity", identity, methods=["GET"]),
         Route("/query", query_endpoint(runtime), methods=["POST"]),
         Route("/deployments", register, methods=["POST"]),
         Route("/deployments", deployments, methods=["GET"]),
         Route("/deployments/{id}", deployment, methods=["GET"]),
         Route("/deployments/{id}", remove_deployment, methods=["DELETE"]),
+        Route("/deployments/{id}", move_deployment, methods=["PATCH"]),
         Route("/services", services, methods=["GET"]),
         Route("/services/{name}", service, methods=["GET"]),
+        *limits_routes(runtime),
         Route("/services/{name}/state/{key}", get_state, methods=["GET"]),
         Route("/services/{name}/state", set_state, methods=["POST"]),
         Route("/invocations", list_invocations, methods=["GET"]),
@@ -443,8 +508,8 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/invocations/{id}/journal", invocation_journal, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
-        Route(ACK_PATH, append_endpoint(runtime), methods=["POST"]),
         *openapi_routes(runtime),
+        *schedule_routes(runtime),
         *ui_routes(),
     ]
     app = Starlette(routes=routes, exception_handlers=exception_handlers("admin"))

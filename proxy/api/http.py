@@ -9,14 +9,16 @@ from typing import Any
 import msgspec
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from durable_core.errors import (
+    ClientClosed,
     InvalidJson,
     MethodNotAllowed,
     NotFound,
+    Overloaded,
     PayloadTooLarge,
     ProxyError,
     RequestTimeout,
@@ -30,26 +32,55 @@ log = logging.getLogger("proxy.api.http")
 _encoder = msgspec.json.Encoder()
 
 
-async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The whole request body, or PayloadTooLarge past `limit` bytes, or RequestTimeout."""
+async def read_body(request: Request, limit: int, timeout: float, drain: int = 0) -> bytes:
+    """The whole request body, or PayloadTooLarge past `limit` bytes, or RequestTimeout.
+
+    A client that sends its whole body before it reads the answer (urllib, requests, httpx: none
+    waits for ``100 Continue``) must still get the 413. On a connection that stays open after the
+    answer, uvicorn reads and drops the rest of the body by itself, so the 413 goes at once. On one
+    that closes after it (``Connection: close``, as urllib sends, or HTTP/1.0) the close with unread
+    data would be a reset, so the rest is read and dropped here first, up to `drain` bytes in all
+    and within `timeout`. A client that asked for ``Expect: 100-continue`` is answered at once.
+
+    Raises:
+        PayloadTooLarge: the body (declared or received) is over `limit`.
+        RequestTimeout: the body did not arrive within `timeout` seconds.
+        ClientClosed: the client went away before sending the whole body.
+    """
     length = request.headers.get("content-length")
+    declared = 0
     if length is not None:
         try:
-            if int(length) > limit:
-                raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
+            declared = int(length)
         except ValueError:
             raise InvalidJson("invalid content-length header") from None
+    too_large = PayloadTooLarge(f"request body over the limit of {limit} bytes")
+    tokens = {token.strip() for token in request.headers.get("connection", "").lower().split(",")}
+    closes = "close" in tokens or request.scope.get("http_version") == "1.0"
+    if not closes or request.headers.get("expect", "").lower() == "100-continue":
+        drain = 0
+    if declared > limit and declared > drain:
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.stream():
                 size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLarge(f"request body over the limit of {limit} bytes")
-                chunks.append(chunk)
+                if size > drain and size > limit:
+                    raise too_large  # past the drain bound too: give up on the client reading it
+                if size <= limit and declared <= limit:
+                    chunks.append(chunk)
     except TimeoutError:
+        if size > limit or declared > limit:
+            raise too_large from None
         raise RequestTimeout(f"request body not received within {timeout:g}s") from None
+    except ClientDisconnect:
+        # Nobody is left to answer: one quiet line, no traceback (it is the client's doing).
+        log.debug("client went away after %d body bytes: %s %s", size, request.method, request.url.path)
+        raise ClientClosed("the client closed the connection before sending the whole body") from None
+    if size > limit or declared > limit:
+        raise too_large
     return b"".join(chunks)
 
 
@@ -81,12 +112,10 @@ def json_response(value: Any, status: int = 200, headers: dict[str, str] | None 
 def _proxy_error(source: str) -> Any:
     async def handle(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ProxyError)
-        return Response(
-            exc.body(source),
-            status_code=exc.status,
-            media_type="application/json",
-            headers={"x-restate-error-source": source},
-        )
+        headers = {"x-restate-error-source": source}
+        if isinstance(exc, Overloaded):
+            headers["retry-after"] = str(exc.retry_after)
+        return Response(exc.body(source), status_code=exc.status, media_type="application/json", headers=headers)
 
     return handle
 

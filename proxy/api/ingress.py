@@ -8,6 +8,7 @@ differences from Restate are tabled in docs/restate-compatibility.md.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +31,7 @@ from durable_core.errors import (
 from durable_core.machine import INVOCATION_ID_PATTERN
 from durable_core.records import InvocationRecord
 from handlers_sdk.protocol import Failure
+from proxy.api.admission import Admission
 from proxy.api.http import Cors, check_json, exception_handlers, json_response, read_body
 from proxy.config import parse_duration
 from proxy.engine.runtime import Runtime, Target
@@ -66,18 +68,29 @@ _BAD_RESTATE_API_PATH = (
 )
 
 
-def parse_delay(text: str) -> int:
-    """Milliseconds from Restate's ``delay`` forms: ``10s``, ``500ms``, ``2m`` or ISO ``PT10S``."""
+def parse_delay(text: str, max_ms: int | None = None) -> int:
+    """Milliseconds from Restate's ``delay`` forms: ``10s``, ``500ms``, ``2m`` or ISO ``PT10S``.
+
+    Raises:
+        BadRequest: not a delay, or one longer than `max_ms`.
+    """
+    ms: float
     match = _ISO_DURATION.match(text.strip())
     if match is not None and text.strip().upper() not in ("P", "PT"):
         days, hours, minutes, seconds = (float(g) if g else 0.0 for g in match.groups())
-        return int(((days * 24 + hours) * 60 + minutes) * 60_000 + seconds * 1000)
-    try:
-        return int(parse_duration(text) * 1000)
-    except ValueError:
-        raise BadRequest(
-            f"bad delay query parameter, must be a ISO8601 duration: {text!r} (or e.g. 10s, 500ms, 2m)"
-        ) from None
+        ms = ((days * 24 + hours) * 60 + minutes) * 60_000 + seconds * 1000
+    else:
+        try:
+            ms = parse_duration(text) * 1000
+        except ValueError:
+            raise BadRequest(
+                f"bad delay query parameter, must be a ISO8601 duration: {text!r} (or e.g. 10s, 500ms, 2m)"
+            ) from None
+    # Digits enough overflow a float to inf (``1`` and 309 zeros): too long, like any past the cap.
+    if not math.isfinite(ms) or (max_ms is not None and ms > max_ms):
+        limit = f" of {max_ms / 86_400_000:g} days (--max-delay)" if max_ms is not None else ""
+        raise BadRequest(f"bad delay query parameter: {text[:40]!r} is longer than the maximum delay{limit}")
+    return int(ms)
 
 
 def _timestamp(ms: int, zulu: bool) -> str:
@@ -186,6 +199,12 @@ def create_ingress(runtime: Runtime) -> Starlette:
                 f"the service '{svc.name}' exists, but the handler '{handler}' was not found, check that the "
                 "handler exists in the latest registered service version."
             )
+        if handler in svc.private_handlers:
+            # Restate's status and words; other handlers still call it (their calls skip the ingress).
+            raise BadRequest(
+                f"the invoked service is not public: {svc.name}/{handler} is ingress_private, callable only "
+                "from other handlers"
+            )
         return _Call(Target(svc.name, handler, key), send)
 
     async def dispatch(request: Request) -> Response:
@@ -277,7 +296,7 @@ def create_ingress(runtime: Runtime) -> Starlette:
     async def target_in_body(request: Request, lookup: bool = False) -> str:
         """The invocation a ``POST /restate/attach|output|lookup`` body names (Restate's
         ``InvocationTargetRequest``: ``{"target": "invocation" | "workflow" | "idempotentInvocation", ...}``)."""
-        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout)
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout, settings.max_drain_bytes)
         try:
             data: Any = msgspec.json.decode(body)
         except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
@@ -319,7 +338,7 @@ def create_ingress(runtime: Runtime) -> Starlette:
                 "cannot use the idempotency key with workflow handlers. The handler invocation will already be "
                 "idempotent by the workflow key itself."
             )
-        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout)
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout, settings.max_drain_bytes)
         try:
             check_json(request, body)
         except UnsupportedMediaType as exc:
@@ -327,18 +346,30 @@ def create_ingress(runtime: Runtime) -> Starlette:
         delay_ms: int | None = None
         for name, value in parse_qsl(request.url.query, keep_blank_values=True):
             if name.lower() == "delay":
-                delay_ms = parse_delay(value)
+                delay_ms = parse_delay(value, int(settings.max_delay * 1000))
                 break
         if delay_ms is not None and not send:
             raise BadRequest("cannot use the delay query parameter with calls. The delay is supported only with sends")
-        if "x-restate-limit-key" in request.headers or any(
-            name.lower() == "limit-key" for name, _ in parse_qsl(request.url.query, keep_blank_values=True)
-        ):
-            raise BadRequest("limit-key requires a scope to be set")  # no scopes here (Restate's default)
+        # The key per-key concurrency and rate limits apply to: Restate 1.7's header or query
+        # parameter (Restate also wants a scope; here limits are per service, so none is needed).
+        limit_key = (
+            request.headers.get("x-restate-limit-key")
+            or request.headers.get("limit-key")
+            or next(
+                (
+                    value
+                    for name, value in parse_qsl(request.url.query, keep_blank_values=True)
+                    if name.lower() == "limit-key"
+                ),
+                "",
+            )
+        )
         # Restate tells the handler the path (and query) the request came in on.
         raw_query = request.scope.get("query_string", b"")
         ingress_path = request.scope.get("raw_path", b"").split(b"?")[0] + (b"?" + raw_query if raw_query else b"")
         forwarded: dict[str, str] = {"x-restate-ingress-path": ingress_path.decode("latin-1")}
+        if limit_key:
+            forwarded["x-restate-limit-key"] = limit_key  # first, so the header cap never drops it
         for name, value in request.headers.items():
             if name not in _NOT_FORWARDED and len(forwarded) < _MAX_FORWARDED:
                 forwarded[name] = value
@@ -370,7 +401,7 @@ def create_ingress(runtime: Runtime) -> Starlette:
         if action not in ("resolve", "reject"):
             raise NotFound("not found")
         _method(request, "POST")
-        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout)
+        body = await read_body(request, settings.max_body_bytes, settings.body_read_timeout, settings.max_drain_bytes)
         if action == "resolve":
             # The value is journaled as JSON: the body must be JSON, whatever its content type.
             check_json(request, body, content_type=False)
@@ -389,5 +420,17 @@ def create_ingress(runtime: Runtime) -> Starlette:
         Route("/{path:path}", dispatch, methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]),
     ]
     app = Starlette(routes=routes, exception_handlers=exception_handlers("ingress"))
+    # Inside CORS, so that a browser can read a 431 or 503 too.
+    app.add_middleware(
+        Admission,
+        max_header_bytes=settings.max_header_bytes,
+        max_header_count=settings.max_header_count,
+        source="ingress",
+        max_in_flight=settings.max_concurrent_requests,
+        write_backlog=lambda: runtime.writer.queued,
+        max_write_queue=settings.max_write_queue,
+        max_body_bytes=settings.max_inflight_body_bytes,
+        body_limit=settings.max_body_bytes,
+    )
     app.add_middleware(Cors)
     return app

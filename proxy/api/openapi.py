@@ -190,6 +190,8 @@ def service_openapi(svc: ServiceRecord) -> dict[str, Any]:
     error = _ref("responses", "Error")
     paths: dict[str, Any] = {}
     for handler in svc.handlers:
+        if handler in svc.private_handlers:
+            continue  # not callable from the ingress (Restate leaves private handlers out too)
         operation_id = f"{svc.name}-{handler}"
         input_schema = svc.input_schemas.get(handler)
         request_body = {

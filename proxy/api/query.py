@@ -246,7 +246,9 @@ def run_query(runtime: Runtime, sql: str, as_json: bool) -> tuple[bytes, str, bo
     import duckdb
     import pyarrow as pa
 
-    con = duckdb.connect(":memory:")
+    # No file system, network or extensions: the SQL sees the registered snapshot tables and
+    # nothing else (it could read any file the proxy can, e.g. read_csv('/etc/passwd'), or write one).
+    con = duckdb.connect(":memory:", config={"enable_external_access": False})
     try:
         try:
             named = {name.lower() for name in con.get_table_names(sql)}
@@ -262,7 +264,9 @@ def run_query(runtime: Runtime, sql: str, as_json: bool) -> tuple[bytes, str, bo
         for table in wanted:
             con.register(table, _arrow_table(table, _rows(table, snapshot)))
         try:
-            result: Any = con.execute(sql).to_arrow_table()
+            # con.sql, not execute(): Arrow out of a DB-API result is an extra copy (DuckDB 2 warns).
+            relation = con.sql(sql)
+            result: Any = relation.to_arrow_table() if relation is not None else pa.table({})
         except duckdb.Error as exc:
             raise BadRequest(f"query failed: {exc}") from None
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hmac
 import logging
 from collections.abc import Callable
 from typing import Any, cast
@@ -46,9 +47,11 @@ from handlers_sdk.protocol import (
 )
 from proxy import faults, logs
 from proxy.config import Settings
+from proxy.engine.identity import Identity
 from proxy.engine.metrics import Metrics
 from proxy.engine.registry import Registry
-from proxy.engine.transport import Transport, TransportError
+from proxy.engine.tracing import AttemptTrace, Tracing
+from proxy.engine.transport import ResponseTooLarge, Transport, TransportError
 from proxy.store.writer import Writer
 
 __all__ = ["Invoker"]
@@ -59,13 +62,15 @@ log = logging.getLogger("proxy.engine.invoker")
 class _Live:
     """The in-memory side of the one running attempt of an invocation."""
 
-    __slots__ = ("attempt", "last_activity", "task", "token")
+    __slots__ = ("attempt", "last_activity", "task", "token", "trace")
 
     def __init__(self, attempt: int, token: str, now: float) -> None:
         self.attempt = attempt
         self.token = token
         self.last_activity = now
         self.task: asyncio.Task[None] | None = None
+        #: What the attempt journaled, for its spans (None while tracing is off).
+        self.trace: AttemptTrace | None = None
 
 
 class Invoker:
@@ -86,8 +91,14 @@ class Invoker:
         clock: Clock,
         metrics: Metrics,
         apply: Callable[[Effects], None],
+        identity: Identity | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._settings = settings
+        #: Signs every attempt's request (None only in tests that exercise unsigned handlers).
+        self._identity = identity
+        #: Emits the spans of attempts and their steps (None: tracing is off, nothing is called).
+        self.tracing = tracing
         self._store = store
         self._writer = writer
         self._machine = machine
@@ -114,6 +125,8 @@ class Invoker:
             # An older attempt still winding down in memory: the committed one is current.
             self.abandon(record.id)
         live = _Live(record.attempt, record.token, self._clock.monotonic())
+        if self.tracing is not None:
+            live.trace = self.tracing.attempt_started(record, self._clock.now_ms())
         self.active[record.id] = live
         live.task = asyncio.create_task(self._run(record, live), name=f"attempt {record.id}")
 
@@ -164,7 +177,12 @@ class Invoker:
             PayloadTooLarge: the entry or the journal is over its limit.
         """
         live = self.active.get(request.invocation_id)
-        if live is None or live.attempt != request.attempt or live.token != request.token:
+        # The token is the callback's only credential: compared in constant time.
+        if (
+            live is None
+            or live.attempt != request.attempt
+            or not hmac.compare_digest(live.token.encode(), request.token.encode())
+        ):
             raise Fenced(f"attempt {request.attempt} of {request.invocation_id} is not current")
         item = JournalItem(index=request.index, entry=request.entry)
         # Measured as stored: the callback's body limit alone would let entries up to its
@@ -175,6 +193,8 @@ class Invoker:
             lambda txn: self._machine.append(txn, request.invocation_id, request.attempt, request.token, item, now=now)
         )
         live.last_activity = self._clock.monotonic()
+        if live.trace is not None:
+            live.trace.journaled(request.index, journaled or request.entry, now)
         self._apply(effects)
         return journaled
 
@@ -200,6 +220,8 @@ class Invoker:
             rows = machine.journal(txn, record.id)
             body = machine.input(txn, record.id)
             state = machine.state(txn, record.service, record.key) if record.keyed else {}
+        if self.tracing is not None:
+            self.tracing.resumed(record, rows, self._clock.now_ms())
         request = InvokeRequest(
             protocol_version=PROTOCOL_VERSION,
             invocation_id=record.id,
@@ -224,9 +246,16 @@ class Invoker:
         deployment = self._registry.deployment_for(record.service, record.deployment_id)
         if deployment is None:
             return AttemptFailure(Failure(code=503, message=f"no deployment serves {record.service}"))
-        url = f"{deployment.uri}/invoke/{record.service}/{record.handler}"
+        path = f"/invoke/{record.service}/{record.handler}"
+        url = deployment.uri + path
         body = self._request_body(record)
-        send = asyncio.ensure_future(self._transport.request("POST", url, body))
+        # Signed per attempt: the signature covers the body (journal, token, callback URL) and
+        # expires, so the request of one attempt cannot be replayed later or to another service.
+        headers = self._identity.headers("POST", path, body, deployment.uri) if self._identity else None
+        if live.trace is not None:
+            # W3C trace context: the handler's spans continue this attempt's span.
+            headers = {**(headers or {}), "traceparent": live.trace.traceparent}
+        send = asyncio.ensure_future(self._transport.request("POST", url, body, headers=headers))
         faults.hit("invoker.after_send")
         timeout = self._settings.inactivity_timeout
         try:
@@ -250,6 +279,13 @@ class Invoker:
                 send.cancel()
         try:
             response = send.result()
+        except ResponseTooLarge as exc:
+            # The same handler would answer the same: pause now, not 70 retries that re-run it.
+            message = (
+                f"handler response larger than {exc.limit} bytes (--max-response-bytes): invocation paused;"
+                " return a smaller result (or raise the limit), then resume it, or kill it"
+            )
+            return AttemptFailure(Failure(code=413, message=message), pause=True)
         except TransportError as exc:
             return AttemptFailure(Failure(code=503, message=f"handler unreachable at {url}: {exc}"))
         if response.status != 200:
@@ -285,6 +321,8 @@ class Invoker:
             return
         if self.active.get(inv_id) is live:
             del self.active[inv_id]
+        if self.tracing is not None and live.trace is not None:
+            self.tracing.attempt_settled(live.trace, record, result, updated, now)
         self._metrics.attempts.inc(_outcome_name(applied))
         if updated.status == "backing-off":
             self._metrics.retries.inc()

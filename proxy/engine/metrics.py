@@ -87,6 +87,9 @@ class Metrics:
         self.attempts = Counter("durable_attempts_total", "Attempts by how they ended.", "outcome")
         self.retries = Counter("durable_retries_total", "Attempts that failed and were scheduled for a retry.")
         self.timers_fired = Counter("durable_timers_fired_total", "Durable timers fired.")
+        self.unauthorized = Counter(
+            "durable_unauthorized_total", "Requests refused (401) for a missing or wrong token or key.", "api"
+        )
         self.gauges: list[Callable[[], Iterable[str]]] = []
 
     def observe_commit(self, seconds: float, batch: int) -> None:
@@ -99,6 +102,7 @@ class Metrics:
         lines: list[str] = []
         for metric in (
             self.commit_seconds, self.commit_batch, self.step_seconds, self.attempts, self.retries, self.timers_fired,
+            self.unauthorized,
         ):  # fmt: skip
             lines.extend(metric.render())
         for gauge in self.gauges:

@@ -20,23 +20,27 @@ from typing import TYPE_CHECKING, Any, cast
 
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, NotFound, Unavailable
+from durable_core.flow import FlowGroup
 from durable_core.journal import new_seed
 from durable_core.keys import new_invocation_id
 from durable_core.machine import DeploymentRemoval, Limits, Machine
-from durable_core.records import Action, DeploymentRecord, InvocationRecord, ServiceRecord, Status
+from durable_core.records import Action, DeploymentRecord, InvocationRecord, ServiceLimits, ServiceRecord, Status
 from durable_core.retry import RetryPolicy
 from durable_core.txn import DBS, Backend, Txn
 from handlers_sdk.clock import Clock, SystemClock
 from handlers_sdk.protocol import AppendRequest, Entry, Failure
 from proxy import faults
 from proxy.config import Settings
+from proxy.engine.identity import Identity, SigningKeyError
 from proxy.engine.invoker import Invoker
 from proxy.engine.metrics import Metrics
 from proxy.engine.registry import Registry
 from proxy.engine.residency import MapResidency
+from proxy.engine.schedules import Scheduler
 from proxy.engine.sweeper import Sweeper
 from proxy.engine.timers import Timers
-from proxy.engine.transport import AiohttpTransport, HttpxTransport, Transport
+from proxy.engine.tracing import Tracing, tracing_from
+from proxy.engine.transport import AiohttpTransport, HttpxTransport, Transport, handler_ssl_context
 from proxy.store.lmdb import Store
 from proxy.store.writer import Writer
 
@@ -83,9 +87,14 @@ class SqlSnapshot:
 
 
 def _transport(settings: Settings) -> Transport:
+    trust = handler_ssl_context(settings.handler_ca_file)  # https:// handlers (and their discovery)
     if settings.transport == "aiohttp":
-        return AiohttpTransport(settings.max_response_bytes, settings.connect_timeout, settings.max_handler_connections)
-    return HttpxTransport(settings.max_response_bytes, settings.connect_timeout, None, settings.max_handler_connections)
+        return AiohttpTransport(
+            settings.max_response_bytes, settings.connect_timeout, settings.max_handler_connections, ssl_context=trust
+        )
+    return HttpxTransport(
+        settings.max_response_bytes, settings.connect_timeout, None, settings.max_handler_connections, ssl_context=trust
+    )
 
 
 def limits_of(settings: Settings) -> Limits:
@@ -94,6 +103,7 @@ def limits_of(settings: Settings) -> Limits:
         max_journal_entries=settings.max_journal_entries,
         max_entry_bytes=settings.max_entry_bytes,
         retention_ms=int(settings.retention * 1000),
+        schedule_grace_ms=int(settings.schedule_grace * 1000),
         retry=RetryPolicy(
             initial_ms=int(settings.retry_initial_interval * 1000),
             factor=settings.retry_factor,
@@ -132,13 +142,22 @@ class Runtime:
         self.store = cast("Store", backend)
         self.writer = Writer(backend, settings.max_map_size)
         self.writer.on_commit = self.metrics.observe_commit
-        self.registry = Registry(self.store, self.writer, self.transport, self.clock, settings.discovery_timeout)
-        self.machine = Machine(limits_of(settings), self.registry.resolve)
+        #: The key that signs every request to a handler service (loaded by `start`).
+        self.identity = Identity(settings, self.clock)
+        self.registry = Registry(
+            self.store, self.writer, self.transport, self.clock, settings.discovery_timeout, self.identity
+        )
+        self.machine = Machine(limits_of(settings), self.registry.resolve, limits_of=self.registry.limits_of())
         self.invoker = Invoker(
             settings, self.store, self.writer, self.machine, self.registry, self.transport, self.clock,
-            self.metrics, self.apply,
+            self.metrics, self.apply, self.identity,
         )  # fmt: skip
+        #: OpenTelemetry spans of invocations (None: tracing is off; see `proxy.engine.tracing`).
+        self.tracing: Tracing | None = None
+        self.use_tracing(tracing_from(settings.tracing, self.find))
         self.timers = Timers(self.store, self.writer, self.machine, self.clock, self.apply, self.metrics)
+        self.schedules = Scheduler(self.store, self.writer, self.machine, self.clock, self.apply)
+        self.registry.on_effects = self.apply
         self.sweeper = Sweeper(self.store, self.writer, self.machine, self.clock, settings.sweep_interval)
         self.residency = MapResidency(
             self.lmdb or Store(settings.data_dir, settings.map_size),  # not LMDB: never enabled (limit 0)
@@ -162,13 +181,26 @@ class Runtime:
             StoreLocked: another proxy owns the data directory.
             StoreFailure: PostgreSQL unreachable (after trying for a few seconds) or its schema
             is newer than this proxy's.
+            SigningKeyError: the signing key file is missing or not an Ed25519 key.
         """
         if self.postgres is not None:
             self.postgres.open(wait=_POSTGRES_START_WAIT)
         else:
             self.store.open()
         self.writer.start()
+        try:
+            await self.identity.start(self.writer)
+        except SigningKeyError:
+            await self.writer.close()
+            self.store.close()
+            raise
         self.registry.load(self.machine)
+        # Once per store written before the index of pinned invocations existed. Checked by a read
+        # first: a start must not cost a commit when there is nothing to index.
+        with self.store.read() as txn:
+            index_missing = self.machine.pinned_index_missing(txn)
+        if index_missing:
+            await self.writer.submit(self.machine.index_pinned)
         await self._recover()
         self.timers.start()
         self.sweeper.start()
@@ -189,6 +221,8 @@ class Runtime:
         await self.sweeper.close()
         await self.residency.close()
         await self.invoker.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.flush)  # the spans still queued (blocks: not in the loop)
         await self.writer.close()
         for waiters in self._waiters.values():
             for future in waiters:
@@ -228,8 +262,22 @@ class Runtime:
 
     # -- effects ------------------------------------------------------------------------------------
 
+    def use_tracing(self, tracing: Tracing | None) -> None:
+        """Emit the spans of invocations through `tracing` (None: off). Call before `start`."""
+        self.tracing = self.invoker.tracing = tracing
+
+    def find(self, invocation_id: str) -> InvocationRecord | None:
+        """The stored record of an invocation, or None."""
+        try:
+            return self.get(invocation_id)
+        except NotFound:
+            return None
+
     def apply(self, effects: Effects) -> None:
         """Carry out what a committed transaction asked for."""
+        if self.tracing is not None:
+            for record in effects.completed:
+                self.tracing.completed(record)
         for record in effects.completed:
             for future in self._waiters.get(record.id, ()):
                 if not future.done():
@@ -366,6 +414,40 @@ class Runtime:
         """Journal one entry a handler acked (see `Invoker.append`). Returns after commit."""
         return await self.invoker.append(request)
 
+    async def set_limits(self, service: str, override: ServiceLimits | None) -> ServiceLimits | None:
+        """Set an operator's concurrency and rate limits of `service` in place of its code's (None:
+        back to the code's), starting what they let go. Returns after commit, with the limits that
+        apply now.
+
+        Raises:
+            NotFound: unknown service. BadRequest: a limit that cannot apply.
+        """
+        self.registry.service(service)
+        now = self.clock.now_ms()
+        limits, effects = await self.writer.submit(lambda txn: self.machine.set_limits(txn, service, override, now=now))
+        self.registry.refresh_limits([service])
+        self.apply(effects)
+        # Admissions committed between the commit and the cache update used the old limits.
+        await self.registry.pump_limits([service])
+        return limits
+
+    def limits(self, service: str) -> tuple[ServiceLimits | None, ServiceLimits | None, list[FlowGroup]]:
+        """The limits `service`'s code declares, an operator's override, and its limit groups in use.
+
+        Raises:
+            NotFound: unknown service.
+        """
+        svc = self.registry.service(service)
+        with self.store.read() as txn:
+            return svc.limits, self.machine.limit_override(txn, service), self.machine.limit_groups(txn, service)
+
+    def queue_position(self, record: InvocationRecord) -> int | None:
+        """The place in line (1: next) of an invocation waiting for a concurrency slot, else None."""
+        if not record.flow_wait:
+            return None
+        with self.store.read() as txn:
+            return self.machine.queue_position(txn, record)
+
     async def remove_deployment(self, deployment_id: str, force: bool = False) -> DeploymentRemoval:
         """Remove a deployment and the services only it serves. Returns after commit.
 
@@ -374,6 +456,15 @@ class Runtime:
                 and `force` is not set.
         """
         return await self.registry.remove(deployment_id, force)
+
+    async def move_deployment(self, deployment_id: str, uri: str) -> DeploymentRecord:
+        """Serve a deployment from another URI (`Registry.move`). Returns after commit."""
+        return await self.registry.move(deployment_id, uri)
+
+    def pinned(self, deployment_id: str) -> list[InvocationRecord]:
+        """The invocations not completed that are pinned to a deployment (from its index rows)."""
+        with self.store.read() as txn:
+            return self.machine.pinned(txn, deployment_id)
 
     async def replace_state(self, service: str, key: str, state: dict[str, bytes]) -> None:
         """Replace the whole state of an object or workflow key. Returns after commit."""

@@ -1,4 +1,5 @@
-"""Durable timers: sleeps and delayed starts, kept only in LMDB and fired by one loop.
+"""Durable timers: sleeps, delayed starts and schedules' next fires, kept only in the store and
+fired by one loop.
 
 Timers live in the ``timers`` database keyed by due time, so nothing per timer is held in
 memory: the loop reads the first rows, fires what is due, and sleeps until the next one (at

@@ -81,7 +81,7 @@ log = logging.getLogger("proxy.store.postgres")
 
 SCHEMA = "durable_proxy"
 #: The schema this code reads and writes; `_MIGRATIONS[v - 1]` brings version v - 1 to v.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 #: ``pg_advisory_xact_lock`` key held while migrating ("durable" as a big-endian integer).
 MIGRATION_LOCK = int.from_bytes(b"durable", "big")
 #: ``pg_try_advisory_lock`` key the writer's connection holds for as long as it lives ("durable!").
@@ -125,6 +125,8 @@ _MIGRATIONS: list[tuple[str, ...]] = [
         "invocations", "inputs", "journal", "idempotency", "active", "deployments", "services", "timers",
         "locks", "inbox", "state", "workflows", "promises", "promise_waiters", "expiry", "meta",
     ),
+    ("schedules", "held", "pinned"),
+    ("flow", "flow_queue", "limits"),
 ]  # fmt: skip
 if set(DBS) - {name for names in _MIGRATIONS for name in names} or len(_MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("every database of DBS needs its table, and SCHEMA_VERSION is len(_MIGRATIONS)")

@@ -122,6 +122,11 @@ class Writer:
         """Start the writer thread."""
         self._thread.start()
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for the writer thread now (the ingress sheds load past a bound)."""
+        return self._queue.qsize()
+
     async def submit(self, fn: Callable[[Txn], T]) -> T:
         """Run `fn` in a write transaction. Returns after commit with `fn`'s result.
 

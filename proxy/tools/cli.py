@@ -1,4 +1,4 @@
-"""``python -m proxy invocations|services|deployments ...``: an operator CLI over the admin API.
+"""``python -m proxy invocations|services|deployments|schedules|identity ...``: an operator CLI over the admin API.
 
 Examples::
 
@@ -13,8 +13,17 @@ Examples::
     python -m proxy services ls
     python -m proxy deployments add http://127.0.0.1:9080
     python -m proxy deployments rm dp_4f...             # or its URL; --force if invocations are pinned
+    python -m proxy identity                            # the public key handlers put in identity_keys
+    python -m proxy identity new-key next-key.pem       # a new signing key (0600) for a rotation
+    python -m proxy deployments show dp_4f...           # how many invocations are pinned to it, by status
+    python -m proxy deployments update dp_4f... http://127.0.0.1:9081   # the same code, served elsewhere
+    python -m proxy schedules create Greeter/greet --cron "*/5 * * * *" --input '"Ada"'
+    python -m proxy schedules ls                        # with their next fire times
+    python -m proxy schedules pause sch_1a2b...         # resume, delete
 
-The admin URL comes from ``--admin`` or ``PROXY_ADMIN_URL`` (default ``http://127.0.0.1:9070``).
+The admin URL comes from ``--admin`` or ``PROXY_ADMIN_URL`` (default ``http://127.0.0.1:9070``), the
+admin token (sent as ``Authorization: Bearer``) from ``--admin-token-file``, ``PROXY_ADMIN_TOKEN_FILE``
+or ``PROXY_ADMIN_TOKEN``, the same file or variable the proxy reads (its first token).
 Exit codes: 0 ok, 1 the API answered an error (or cannot be reached), 2 usage error.
 """
 
@@ -33,6 +42,9 @@ from typing import Any, TextIO
 import httpx
 
 from durable_core.records import ACTIONS, STATUSES
+from proxy.credentials import ADMIN_TOKEN_ENV, CredentialsError, read_keys
+from proxy.tools.cli_lifecycle import add_deployment_commands, add_schedule_commands
+from proxy.tools.cli_limits import add_limit_commands
 from proxy.tools.render import age_of, format_table, info_line, proxy_command, render_invocation, shorten, timestamp
 
 __all__ = [
@@ -49,7 +61,7 @@ __all__ = [
 
 DEFAULT_ADMIN_URL = "http://127.0.0.1:9070"
 #: First words of argv that `python -m proxy` hands to this CLI instead of starting the server.
-COMMANDS = ("invocations", "services", "deployments")
+COMMANDS = ("invocations", "services", "deployments", "schedules", "identity")
 EXIT_OK = 0
 EXIT_API = 1
 EXIT_USAGE = 2
@@ -82,9 +94,17 @@ class _UsageError(Exception):
 class AdminClient:
     """A thin synchronous client of the admin API that raises `ApiError` on any failure."""
 
-    def __init__(self, base_url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 30.0,
+        transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport, headers=headers)
+        self._has_token = bool(token)
 
     def close(self) -> None:
         """Close the connection pool."""
@@ -109,6 +129,13 @@ class AdminClient:
             data = response.json() if response.content else None
         except ValueError:
             data = None
+        if response.status_code == 401:
+            hint = "the admin token was refused" if self._has_token else "the admin API needs a token"
+            raise ApiError(
+                f"{hint}: give it with --admin-token-file FILE, PROXY_ADMIN_TOKEN_FILE or {ADMIN_TOKEN_ENV}",
+                401,
+                "unauthorized",
+            )
         if response.status_code >= 400:
             if isinstance(data, dict) and "message" in data:
                 raise ApiError(str(data["message"]), response.status_code, str(data.get("error", "")))
@@ -325,6 +352,41 @@ def _cmd_deployments_ls(client: AdminClient, args: argparse.Namespace, out: Text
     return EXIT_OK
 
 
+def _cmd_identity(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    view = client.request("GET", "/identity")
+    if args.json:
+        _print_json(view, out)
+        return EXIT_OK
+    out.write(f"{view['public_key']}\n")
+    key_file = f" {view['key_file']}" if view.get("key_file") else ""
+    out.write(
+        f"signs requests to handlers with {view.get('algorithm', 'Ed25519')}, scheme {view.get('signature_scheme')}, "
+        f"valid {view.get('validity_seconds')}s; key from {view.get('source')}{key_file}\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_identity_new_key(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
+    # Local: no admin API involved, the private key never travels.
+    from pathlib import Path
+
+    from proxy.engine.identity import load_private_key, new_private_key_pem, public_key_of, write_key_file
+
+    pem = new_private_key_pem()
+    try:
+        write_key_file(Path(args.file), pem)
+    except FileExistsError:
+        raise _UsageError(f"{args.file} exists: a key file is never overwritten") from None
+    except OSError as exc:
+        raise _UsageError(f"cannot create {args.file}: {exc.strerror}") from None
+    public_key = public_key_of(load_private_key(pem, args.file))
+    if args.json:
+        _print_json({"public_key": public_key, "key_file": args.file}, out)
+    else:
+        out.write(f"{public_key}\nwrote the private key to {args.file} (mode 0600)\n")
+    return EXIT_OK
+
+
 def _cmd_deployments_add(client: AdminClient, args: argparse.Namespace, out: TextIO) -> int:
     dep = client.request("POST", "/deployments", body={"uri": args.uri})
     if args.json:
@@ -383,6 +445,12 @@ def _common() -> argparse.ArgumentParser:
         help=f"admin API base URL (env PROXY_ADMIN_URL, default {DEFAULT_ADMIN_URL})",
     )
     common.add_argument(
+        "--admin-token-file",
+        default=argparse.SUPPRESS,
+        metavar="FILE",
+        help=f"file holding the admin token (env PROXY_ADMIN_TOKEN_FILE; or the token itself in {ADMIN_TOKEN_ENV})",
+    )
+    common.add_argument(
         "--timeout", type=float, default=argparse.SUPPRESS, help="seconds to wait for each answer (default 30)"
     )
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="print the raw JSON")
@@ -408,7 +476,9 @@ def _parser() -> argparse.ArgumentParser:
         "Without a command, `python -m proxy [flags]` starts the server.",
         epilog="Exit codes: 0 ok, 1 API error, 2 usage error.",
     )
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{invocations,services,deployments}")
+    groups = parser.add_subparsers(
+        dest="group", required=True, metavar="{invocations,services,deployments,schedules,identity}"
+    )
 
     inv = groups.add_parser(
         "invocations", aliases=["inv"], parents=[common], help="list, inspect and control invocations"
@@ -451,6 +521,7 @@ def _parser() -> argparse.ArgumentParser:
     svc = groups.add_parser("services", aliases=["svc"], parents=[common], help="registered services")
     svc_cmds = svc.add_subparsers(dest="command", required=True)
     svc_cmds.add_parser("ls", aliases=["list"], parents=[common], help="list services").set_defaults(run=_cmd_services)
+    add_limit_commands(svc_cmds, common)
 
     dep = groups.add_parser("deployments", aliases=["dep"], parents=[common], help="handler deployments")
     dep_cmds = dep.add_subparsers(dest="command", required=True)
@@ -471,7 +542,43 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("id", help="deployment id (dp_...) or its URL")
     rm.add_argument("--force", action="store_true", help="remove it even if invocations not completed are pinned to it")
     rm.set_defaults(run=_cmd_deployments_rm)
+    add_deployment_commands(dep_cmds, common)
+    add_schedule_commands(groups, common)
+
+    ident = groups.add_parser(
+        "identity", parents=[common], help="the public key that signs requests to handlers; new signing keys"
+    )
+    ident.set_defaults(run=_cmd_identity)
+    ident_cmds = ident.add_subparsers(dest="command")
+    ident_cmds.add_parser("show", parents=[common], help="the proxy's public key (the default)").set_defaults(
+        run=_cmd_identity
+    )
+    new_key = ident_cmds.add_parser(
+        "new-key",
+        parents=[common],
+        help="write a new Ed25519 signing key file (0600) and print its public key",
+        description="Write a new private key (PEM, PKCS#8) to FILE, readable by its owner only, and print its "
+        "public key: add that to the handlers' identity_keys, then give FILE to the proxy (--signing-key-file).",
+    )
+    new_key.add_argument("file", help="the key file to create (never overwritten)")
+    new_key.set_defaults(run=_cmd_identity_new_key)
     return parser
+
+
+def _admin_token(token_file: str | None) -> str | None:
+    """The admin token: the first in ``--admin-token-file``, else in ``PROXY_ADMIN_TOKEN_FILE``, else
+    ``PROXY_ADMIN_TOKEN``, else None.
+
+    Raises:
+        CredentialsError: the file cannot be read or holds no valid token.
+    """
+    path = token_file or os.environ.get("PROXY_ADMIN_TOKEN_FILE")
+    if path:
+        tokens = read_keys(path)
+        if not tokens:
+            raise CredentialsError(f"{path} holds no token (one a line, # for comments)")
+        return tokens[0]
+    return os.environ.get(ADMIN_TOKEN_ENV, "").strip() or None
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
@@ -487,9 +594,14 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         print(f"error: --admin must be an http:// or https:// URL, got {admin!r}", file=sys.stderr)
         return EXIT_USAGE
     args.json = getattr(args, "json", False)
+    try:
+        token = _admin_token(getattr(args, "admin_token_file", None))
+    except CredentialsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     run: Callable[[AdminClient, argparse.Namespace, TextIO], int] = args.run
     try:
-        with AdminClient(admin, timeout=getattr(args, "timeout", 30.0)) as client:
+        with AdminClient(admin, timeout=getattr(args, "timeout", 30.0), token=token) as client:
             return run(client, args, out)
     except _UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)

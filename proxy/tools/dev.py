@@ -43,6 +43,7 @@ from typing import Any, TextIO
 
 import httpx
 
+from proxy.credentials import ADMIN_TOKEN_ENV
 from proxy.tools.render import proxy_command
 
 __all__ = [
@@ -101,6 +102,7 @@ class DevOptions:
     target: HandlerTarget
     ingress_port: int = 8080
     admin_port: int = 9070
+    callback_port: int = 9071
     handler_port: int = 9080
     data_dir: str | None = None
     log_level: str = "warning"
@@ -336,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("app", help="handler file (examples/orders.py), module (examples.orders) or module:attr")
     parser.add_argument("--ingress-port", type=int, default=8080, help="ingress port (default 8080)")
     parser.add_argument("--admin-port", type=int, default=9070, help="admin port (default 9070)")
+    parser.add_argument(
+        "--callback-port", type=int, default=9071, help="step-ack callback port, the handler's acks (default 9071)"
+    )
     parser.add_argument("--handler-port", type=int, default=9080, help="handler service port (default 9080)")
     parser.add_argument("--data-dir", help="keep the data here (default: a temporary dir, deleted on exit)")
     parser.add_argument(
@@ -500,7 +505,10 @@ class _Supervisor:
 
     async def run(self, stop: Any) -> None:
         """Poll until cancelled; call `stop()` if the handler process exits."""
-        async with httpx.AsyncClient(timeout=5) as http:
+        # The dev proxy honours PROXY_ADMIN_TOKEN (`proxy.credentials`): its own admin calls send it too.
+        token = os.environ.get(ADMIN_TOKEN_ENV, "").strip()
+        headers = {"authorization": f"Bearer {token}"} if token else None
+        async with httpx.AsyncClient(timeout=5, headers=headers) as http:
             while True:
                 if self.handler.poll() is not None:
                     self.say(f"[dev] the handler process exited with code {self.handler.returncode}; stopping")
@@ -603,7 +611,8 @@ async def _wait_for_handler(
     async with httpx.AsyncClient(timeout=1) as http:
         while asyncio.get_running_loop().time() < deadline and handler.poll() is None and not stopping.is_set():
             with contextlib.suppress(httpx.HTTPError):
-                if (await http.get(url + "/discovery")).status_code == 200:
+                # 401: up, and verifying signatures (identity keys): the proxy's own request will pass.
+                if (await http.get(url + "/discovery")).status_code in (200, 401):
                     return
             await asyncio.sleep(0.1)
 
@@ -620,6 +629,7 @@ async def _serve(opts: DevOptions, out: TextIO) -> int:
         host="127.0.0.1",
         ingress_port=opts.ingress_port,
         admin_port=opts.admin_port,
+        callback_port=opts.callback_port,
         data_dir=data_dir,
         deployments=(handler_url,),
         log_level=opts.log_level,
@@ -685,10 +695,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return int(exc.code) if isinstance(exc.code, int) else _EXIT_USAGE
     try:
         target = resolve_target(args.app)
-        for port in {args.ingress_port, args.admin_port, args.handler_port}:
+        for port in {args.ingress_port, args.admin_port, args.callback_port, args.handler_port}:
             _check_port(port)
-        if len({args.ingress_port, args.admin_port, args.handler_port}) != 3:
-            raise UsageError("--ingress-port, --admin-port and --handler-port must differ")
+        if len({args.ingress_port, args.admin_port, args.callback_port, args.handler_port}) != 4:
+            raise UsageError("--ingress-port, --admin-port, --callback-port and --handler-port must differ")
         extra = []
         for directory in args.reload_dir:
             if not Path(directory).is_dir():
@@ -701,6 +711,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         target=target,
         ingress_port=args.ingress_port,
         admin_port=args.admin_port,
+        callback_port=args.callback_port,
         handler_port=args.handler_port,
         data_dir=args.data_dir,
         log_level=args.log_level,

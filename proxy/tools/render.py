@@ -20,6 +20,7 @@ __all__ = [
     "info_line",
     "proxy_command",
     "render_invocation",
+    "render_limits",
     "shorten",
     "timestamp",
 ]
@@ -124,9 +125,75 @@ def info_line(view: Mapping[str, Any], now_ms: int) -> str:
         parts.append(f"retry in {format_age((int(view['next_retry_ms']) - now_ms) / 1000)}")
     if status == "scheduled" and view.get("next_retry_ms"):
         parts.append(f"starts in {format_age((int(view['next_retry_ms']) - now_ms) / 1000)}")
+    limit = _limit_wait(view, now_ms)
+    if limit:
+        parts.append(limit)
     if view.get("last_failure") and status in ("backing-off", "paused", "running", "pending"):
         parts.append("last failure: " + _failure(view["last_failure"]))
     return "; ".join(parts)
+
+
+def _group(group: Mapping[str, Any]) -> str:
+    """A limit group as an operator names it: ``Greeter``, ``Greeter/greet``, ``Greeter/greet key 'a'``."""
+    text = str(group.get("service", "?"))
+    if group.get("handler"):
+        text += "/" + str(group["handler"])
+    if group.get("scope") == "key":
+        text += f" key {str(group.get('key', ''))!r}"
+    return text
+
+
+def _limit_wait(view: Mapping[str, Any], now_ms: int) -> str:
+    """Why an invocation waits for a limit: its place in a concurrency limit's line, or when a rate
+    limit lets it start ("" if neither)."""
+    if view.get("status") == "pending" and view.get("queue_position"):
+        group = _group(view.get("waiting_for_limit") or {})
+        return f"number {view['queue_position']} in line for the concurrency limit of {group}"
+    until = view.get("rate_limited_until_ms")
+    if view.get("status") == "scheduled" and until:
+        return f"rate limited: starts in {format_age((int(until) - now_ms) / 1000)}"
+    return ""
+
+
+def _limit(limit: Mapping[str, Any] | None) -> str:
+    if not limit:
+        return "-"
+    parts = []
+    if limit.get("concurrency"):
+        parts.append(f"{limit['concurrency']} at once")
+    if limit.get("rate"):
+        period = int(limit.get("period_ms", 1000))
+        per = "s" if period == 1000 else format_age(period / 1000)
+        burst = f" (burst {limit['burst']})" if limit.get("burst") else ""
+        parts.append(f"{limit['rate']}/{per}{burst}")
+    return ", ".join(parts) or "-"
+
+
+def render_limits(view: Mapping[str, Any]) -> str:
+    """``GET /services/{name}/limits`` as text: the limits that apply (and whose they are), then
+    the limit groups in use with their slots taken and invocations queued."""
+    effective = view.get("effective") or {}
+    source = "operator override" if view.get("override") is not None else "code"
+    rows: list[list[str]] = []
+    if effective.get("service"):
+        rows.append(["service", "(all handlers)", _limit(effective["service"])])
+    for handler, limit in sorted((effective.get("handlers") or {}).items()):
+        rows.append(["handler", handler, _limit(limit)])
+    if effective.get("key"):
+        rows.append(["each key", "(all handlers)", _limit(effective["key"])])
+    fields = effective.get("key_fields") or {}
+    for handler, limit in sorted((effective.get("handler_keys") or {}).items()):
+        field = f" (key: input field {fields[handler]!r})" if handler in fields else ""
+        rows.append(["each key", handler + field, _limit(limit)])
+    name = view.get("service", "?")
+    if not rows:
+        return f"{name}: no concurrency or rate limits"
+    lines = [f"{name}: limits from the {source}", format_table(["SCOPE", "HANDLER", "LIMIT"], rows)]
+    groups = view.get("groups") or []
+    if groups:
+        used = [[_group(g), str(g.get("running", 0)), str(g.get("queued", 0))] for g in groups]
+        lines += ["", format_table(["GROUP", "RUNNING", "QUEUED"], used)]
+    return "\n".join(lines)
 
 
 def _entry_outcome(entry: Mapping[str, Any], finished: bool = False) -> str:
@@ -223,6 +290,11 @@ def render_invocation(view: Mapping[str, Any], now_ms: int) -> str:
         fields.append(("last failure", _failure(view["last_failure"])))
     if view.get("waiting_on"):
         fields.append(("waiting on", _waits(view["waiting_on"], now_ms)))
+    if view.get("limit_key"):
+        fields.append(("limit key", str(view["limit_key"])))
+    limit = _limit_wait(view, now_ms)
+    if limit:
+        fields.append(("limits", limit))
     if view.get("completed_ms"):
         fields.append(("completed", timestamp(view["completed_ms"])))
     if view.get("failure"):

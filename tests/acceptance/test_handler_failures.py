@@ -171,13 +171,15 @@ def test_poison_handler_is_paused_after_bounded_attempts_and_resumes_after_a_fix
     cluster.ledger.check_journal(inv, done["journal"])
 
 
-def test_response_over_cap_fails_the_attempt_then_pauses(cluster: Cluster) -> None:
-    """#13 (response): a handler answer over max_response_bytes is a transient failure, then pause."""
+def test_response_over_cap_pauses_at_once(cluster: Cluster) -> None:
+    """#13 (response): a handler answer over max_response_bytes pauses the invocation on its first
+    attempt (re-running the handler would give the same answer), saying why; resume after a fix."""
     handler = cluster.handler()
-    proxy = cluster.proxy([handler], env={"PROXY_MAX_RESPONSE_BYTES": "256KiB", "PROXY_RETRY_MAX_ATTEMPTS": "2"})
+    proxy = cluster.proxy([handler], env={"PROXY_MAX_RESPONSE_BYTES": "256KiB", "PROXY_RETRY_MAX_ATTEMPTS": "5"})
     inv = proxy.send("Ledger/big_result", 1024 * 1024)
     view = proxy.wait_status(inv, "paused", timeout=20)
-    assert view["retry_count"] == 2
+    assert view["attempt"] == 1 and view["retry_count"] == 1, view
+    assert view["last_failure"]["code"] == 413, view["last_failure"]
     assert "larger than" in view["last_failure"]["message"], view["last_failure"]
     assert proxy.alive
     small = proxy.call("Ledger/big_result", 1000)

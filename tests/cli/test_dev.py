@@ -53,6 +53,7 @@ def test_dev_mode_reloads_and_reregisters(cluster: Cluster, tmp_path: Path) -> N
     argv = [
         PYTHON, "-m", "proxy", "dev", str(handler_file),
         "--ingress-port", str(ingress), "--admin-port", str(admin), "--handler-port", str(handler),
+        "--callback-port", str(free_port()),
     ]  # fmt: skip
     dev = Proc("dev", argv, {}, cluster.logs / "dev.log")
     cluster.procs.append(dev)
@@ -119,6 +120,7 @@ def test_dev_mode_usage_errors(tmp_path: Path) -> None:
         busy = cli(
             "dev", "examples/greeter.py", "--admin-port", str(port),
             "--ingress-port", str(free_port()), "--handler-port", str(free_port()),
+            "--callback-port", str(free_port()),
         )  # fmt: skip
     assert busy.code == 2
     assert f"port {port} on 127.0.0.1 is not free" in busy.err
@@ -148,6 +150,7 @@ def test_dev_sigint_too(cluster: Cluster, tmp_path: Path) -> None:
     argv = [
         PYTHON, "-m", "proxy", "dev", "examples/greeter.py", "--data-dir", str(data_dir),
         "--ingress-port", str(ingress), "--admin-port", str(admin), "--handler-port", str(handler),
+        "--callback-port", str(free_port()),
     ]  # fmt: skip
     dev = Proc("dev", argv, {}, cluster.logs / "dev.log")
     cluster.procs.append(dev)
@@ -169,6 +172,7 @@ def _start_dev(cluster: Cluster, handler_file: Path) -> tuple[Proc, str, int, in
     argv = [
         PYTHON, "-m", "proxy", "dev", str(handler_file),
         "--ingress-port", str(ingress), "--admin-port", str(admin), "--handler-port", str(handler),
+        "--callback-port", str(free_port()),
     ]  # fmt: skip
     dev = Proc("dev", argv, {}, cluster.logs / "dev.log")
     cluster.procs.append(dev)

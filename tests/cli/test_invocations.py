@@ -232,7 +232,7 @@ def test_services_and_deployments(stack: Stack) -> None:
     assert down.err.startswith("error: 503 ") or down.err.startswith("error: 4"), down.err
     bad = stack.cli("deployments", "add", "ftp://x")
     assert bad.code == 1
-    assert "400 bad_request: uri must be an http:// or https:// URL" in bad.err
+    assert "400 bad_request: uri 'ftp://x' must be an http:// or https:// URL with a host" in bad.err
 
 
 def test_admin_url_from_env_and_unreachable() -> None:

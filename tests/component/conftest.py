@@ -45,7 +45,7 @@ async def start(tmp_path: Path) -> AsyncIterator[StartHarness]:
         apps = create_app(
             settings, clock=clock, transport=HttpxTransport(settings.max_response_bytes, client=proxy_to_handler)
         )
-        handler = handlers_sdk.app(services, mode=mode, ack_transport=httpx.ASGITransport(app=apps.admin))
+        handler = handlers_sdk.app(services, mode=mode, ack_transport=httpx.ASGITransport(app=apps.callback))
         asgi = respx.ASGIHandler(handler)
         ingress = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.ingress), base_url="http://ingress.test")
         admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.admin), base_url="http://admin.test")

@@ -43,7 +43,10 @@ def append_body(request: InvokeRequest, index: int, entry: RunEntry, **overrides
 
 
 async def post_append(h: Harness, body: bytes) -> httpx.Response:
-    return await h.admin.post(ACK_PATH, content=body, headers={"content-type": "application/json"})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=h.apps.callback), base_url="http://callback.test"
+    ) as to:
+        return await to.post(ACK_PATH, content=body, headers={"content-type": "application/json"})
 
 
 async def running_attempt(h: Harness) -> InvokeRequest:
@@ -123,7 +126,7 @@ async def test_malformed_appends_are_400s(start: StartHarness, body: bytes) -> N
     before = await h.counts()
     response = await post_append(h, body)
     assert response.status_code == 400
-    assert response.json()["source"] == "admin"
+    assert response.json()["source"] == "callback"
     assert await h.counts() == before
 
 
@@ -188,3 +191,26 @@ async def test_direct_oversized_append_is_a_413_without_writes(start: StartHarne
     assert await h.counts() == before
     gate.set()
     await h.wait_status(request.invocation_id, "completed")
+
+
+async def test_a_wrong_token_is_fenced_without_telling_the_right_one(start: StartHarness) -> None:
+    h = await start([gated(asyncio.Event())])
+    request = await running_attempt(h)
+    before = await h.counts()
+    for token in ("forged", "", "\u00e9t\u00e9", request.token[:-1], request.token + "x"):
+        response = await post_append(h, append_body(request, 5, entry("x"), token=token))
+        assert response.status_code == 409, token
+        assert response.json()["error"] == "fenced"
+        assert request.token not in response.text
+    assert await h.counts() == before
+
+
+async def test_the_admin_api_does_not_serve_step_acks(start: StartHarness) -> None:
+    h = await start([gated(asyncio.Event())])
+    request = await running_attempt(h)
+    before = await h.counts()
+    body = append_body(request, 5, entry("x"))
+    response = await h.admin.post(ACK_PATH, content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 404
+    assert await h.counts() == before
+    assert (await post_append(h, body)).status_code == 200  # the callback app does

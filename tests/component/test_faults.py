@@ -140,13 +140,16 @@ async def test_unknown_protocol_version_answer_is_retried(start: StartHarness) -
     assert view["attempt"] == 2
 
 
-async def test_response_over_the_size_cap_is_retried(start: StartHarness) -> None:
+async def test_response_over_the_size_cap_pauses_at_once(start: StartHarness) -> None:
+    """Retrying would re-run the handler for the same answer (issue 13): paused after one attempt,
+    the reason in the last failure (more in tests/component/test_ingress_limits.py)."""
     h = await start([service([])], max_response_bytes=1000)
     h.plan.append(httpx.Response(200, json={"type": "completed", "value": "x" * 5000}))
-    _, view = await completed_call(h)
+    inv = await h.send("/Shop/buy", "lamp")
+    view = await h.wait_status(inv, "paused")
     failure = view["last_failure"]
     assert isinstance(failure, dict) and "larger than 1000 bytes" in str(failure["message"])
-    assert view["attempt"] == 2
+    assert view["attempt"] == 1
 
 
 async def test_retries_exhausted_pause_the_invocation(start: StartHarness) -> None:
@@ -225,7 +228,7 @@ async def test_acks_keep_a_long_attempt_alive(start: StartHarness) -> None:
         total = 0
         for i in range(6):
             clock.advance(0.1)  # 0.6 s in all, but never 0.4 s without an ack
-            total += await ctx.run(f"step{i}", lambda i=i: i)
+            total += await ctx.run(f"step{i}", int, i)  # a step whose value is i
         return total
 
     h = await start([svc], inactivity_timeout=0.4, clock=clock)

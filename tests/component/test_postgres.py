@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from durable_core.errors import Conflict
-from durable_core.txn import Txn
+from durable_core.txn import DBS, Txn
 from handlers_sdk import Context, ObjectContext, Service, VirtualObject
 from handlers_sdk.clock import FakeClock
 from proxy.config import settings_from
@@ -32,6 +32,7 @@ from proxy.store import StoreFailure, StoreUnavailable
 from proxy.store.lmdb import StoreLocked
 from proxy.store.postgres import (
     SCHEMA,
+    SCHEMA_VERSION,
     PostgresStore,
     prefix_upper_bound,
     redact,
@@ -120,8 +121,10 @@ def test_stores_opening_at_once_create_the_schema_once(url: str, caplog: pytest.
         thread.join(30)
     try:
         assert errors == []
-        assert [store.schema_version for store in stores] == [1] * 4
-        assert sum("migrated to version 1" in r.getMessage() for r in caplog.records) == 1
+        assert [store.schema_version for store in stores] == [SCHEMA_VERSION] * 4
+        # One proxy migrates (through every version), the others wait for it and find it done.
+        migrations = [r.getMessage() for r in caplog.records if "migrated to version" in r.getMessage()]
+        assert len(migrations) == SCHEMA_VERSION and f"migrated to version {SCHEMA_VERSION}" in migrations[-1]
         with psycopg.connect(url) as conn:
             assert conn.execute(f"SELECT count(*) FROM {SCHEMA}.schema_version").fetchone() == (1,)
     finally:
@@ -135,8 +138,38 @@ def test_a_schema_newer_than_the_proxy_is_refused(url: str) -> None:
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"UPDATE {SCHEMA}.schema_version SET version = 99")
-    with pytest.raises(StoreFailure, match="schema version 99, newer than this proxy's 1"):
+    with pytest.raises(StoreFailure, match=f"schema version 99, newer than this proxy's {SCHEMA_VERSION}"):
         PostgresStore(url).open()
+
+
+#: The tables of schema version 1 (frozen: the first proxy's databases have exactly these).
+_VERSION_1_TABLES = frozenset({
+    "invocations", "inputs", "journal", "idempotency", "active", "deployments", "services", "timers",
+    "locks", "inbox", "state", "workflows", "promises", "promise_waiters", "expiry", "meta",
+})  # fmt: skip
+
+
+def test_a_version_1_schema_is_migrated_to_every_table_of_now(url: str) -> None:
+    """A database made by a proxy of schema version 1 gets the tables added since (schedules,
+    held fires, pins, ...) when a current proxy opens it."""
+    store = PostgresStore(url)
+    store.open()
+    store.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in sorted(set(DBS) - _VERSION_1_TABLES):
+            conn.execute(f"DROP TABLE {SCHEMA}.{name}")
+        conn.execute(f"UPDATE {SCHEMA}.schema_version SET version = 1")
+    migrated = PostgresStore(url)
+    migrated.open()
+    try:
+        assert migrated.schema_version == SCHEMA_VERSION
+        txn = migrated.begin()
+        txn.put("schedules", b"k", b"v")
+        txn.commit()
+        with migrated.read() as read:
+            assert read.get("schedules", b"k") == b"v"
+    finally:
+        migrated.close()
 
 
 def test_one_proxy_per_database(url: str, opened: PostgresStore) -> None:

@@ -168,8 +168,7 @@ async def test_run_options_retry_in_place(start: StartHarness) -> None:
             return len(tries)
 
         opts = RunOptions(max_attempts=5, initial_retry_interval=timedelta(milliseconds=1))
-        result: int = await ctx.run("flaky", flaky, options=opts)
-        return result
+        return await ctx.run_with(opts, "flaky", flaky)
 
     h = await start([svc])
     response = await h.ingress.post("/Retry/go")
@@ -177,6 +176,35 @@ async def test_run_options_retry_in_place(start: StartHarness) -> None:
     view = await h.inspect(response.headers["x-restate-id"])
     # Retried inside the one attempt: the proxy saw no failure.
     assert (view["attempt"], view["retry_count"], view["last_failure"]) == (1, 0, None)
+
+
+async def test_run_options_keyword_still_works_with_a_deprecation_warning(start: StartHarness) -> None:
+    svc = Service("OldSpelling")
+
+    @svc.handler()
+    async def go(ctx: Context) -> list[object]:
+        def flaky() -> str:
+            tries.append(1)
+            if len(tries) < 2:
+                raise ConnectionError("flaky")
+            return "retried"
+
+        def configure(options: object = "mine") -> str:
+            return "own options" if isinstance(options, RunOptions) else str(options)
+
+        opts = RunOptions(max_attempts=5, initial_retry_interval=timedelta(milliseconds=1))
+        with pytest.warns(DeprecationWarning, match="run_with"):
+            step = ctx.run("flaky", flaky, options=opts)  # type: ignore[call-overload]
+        # A step function's own `options` parameter is its argument, not the retry policy.
+        own = await ctx.run("own", configure, options=opts)
+        return [await step, own]
+
+    tries: list[int] = []
+    h = await start([svc])
+    response = await h.ingress.post("/OldSpelling/go")
+    assert response.json() == ["retried", "own options"]
+    view = await h.inspect(response.headers["x-restate-id"])
+    assert view["attempt"] == 1
 
 
 async def test_run_options_exhausted_fail_the_step_terminally(start: StartHarness) -> None:
@@ -191,7 +219,7 @@ async def test_run_options_exhausted_fail_the_step_terminally(start: StartHarnes
 
         opts = RunOptions(max_attempts=3, initial_retry_interval=timedelta(milliseconds=1))
         try:
-            await ctx.run("broken", broken, options=opts)
+            await ctx.run_with(opts, "broken", broken)
         except TerminalError as exc:
             return f"gave up: {exc.message}"
         return "unreachable"
@@ -219,7 +247,7 @@ async def test_run_options_max_duration(start: StartHarness) -> None:
 
         opts = RunOptions(max_duration=timedelta(milliseconds=100), initial_retry_interval=timedelta(milliseconds=10),
                           retry_interval_factor=1.0)  # fmt: skip
-        await ctx.run("broken", broken, options=opts)
+        await ctx.run_with(opts, "broken", broken)
 
     h = await start([svc])
     response = await h.ingress.post("/Duration/go")

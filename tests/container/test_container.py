@@ -233,6 +233,7 @@ class Containers:
         self.names: list[str] = []
         self.ingress_port = free_port()
         self.admin_port = free_port()
+        self.callback_port = free_port()
         self.ingress = f"http://127.0.0.1:{self.ingress_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
         self.http = httpx.Client(timeout=httpx.Timeout(30, connect=2))
@@ -248,6 +249,7 @@ class Containers:
             # Host networking: bind loopback only (the image's default is 0.0.0.0 for port publishing).
             "-e", "PROXY_HOST=127.0.0.1",
             "-e", f"PROXY_INGRESS_PORT={self.ingress_port}", "-e", f"PROXY_ADMIN_PORT={self.admin_port}",
+            "-e", f"PROXY_CALLBACK_PORT={self.callback_port}",
             self.built.image_id,
         )  # fmt: skip
         self.wait_ready(name)

@@ -1,6 +1,6 @@
 """Real-process harness: the proxy (``python -m proxy``) and handler services (uvicorn) as subprocesses.
 
-Every process is started with ``start_new_session=True`` on a port from ``bind(("127.0.0.1", 0))``,
+Every process is started with ``start_new_session=True`` on a free port below the kernel's ephemeral range,
 logs to a file under the test's ``tmp_path``, and is killed by its own PID (never by name) when the
 test ends. The helpers here also read the step ledger the test handlers write, and hold the checkers
 of the failure matrix (tests/acceptance/__init__.py).
@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import resource
 import signal
 import socket
@@ -61,15 +62,36 @@ _SCRUBBED_PREFIXES = ("PROXY_", "HANDLER_", "LEDGER_", "MISBEHAVE_", "POISON_")
 _handed_out: set[int] = set()
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port that was free a moment ago on 127.0.0.1 (never the same one twice per session)."""
-    while True:
+    """A TCP port that was free a moment ago on 127.0.0.1 (never the same one twice per session).
+
+    Chosen below the kernel's ephemeral range: a port the kernel hands out itself (``bind(0)``) is
+    also what it picks for outgoing connections, so a proxy restarted on it could find its port
+    taken by a handler's connection to another proxy port.
+    """
+    low, _high = _ephemeral_range()
+    start = max(1024, low - 12000)
+    rng = random.Random(os.getpid() ^ time.monotonic_ns())
+    for _ in range(2000):
+        port = rng.randrange(start, low)
+        if port in _handed_out:
+            continue
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port: int = sock.getsockname()[1]
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {start}..{low}")
 
 
 def poll(
@@ -257,7 +279,7 @@ class HandlerProc(Proc):
 
 
 class ProxyProc(Proc):
-    """The proxy: one data dir, fixed ingress/admin ports across restarts."""
+    """The proxy: one data dir, fixed ingress/admin/callback ports across restarts."""
 
     def __init__(
         self,
@@ -270,16 +292,19 @@ class ProxyProc(Proc):
     ) -> None:
         self.ingress_port = free_port()
         self.admin_port = free_port()
+        self.callback_port = free_port()
         self.data_dir = data_dir
         argv = [
             PYTHON, "-m", "proxy", "--data-dir", str(data_dir),
             "--ingress-port", str(self.ingress_port), "--admin-port", str(self.admin_port),
+            "--callback-port", str(self.callback_port),
         ]  # fmt: skip
         for uri in deployments:
             argv += ["--deployment", uri]
         super().__init__(name, argv, {**FAST_PROXY_ENV, **env}, log_path, preexec_fn)
         self.ingress = f"http://127.0.0.1:{self.ingress_port}"
         self.admin = f"http://127.0.0.1:{self.admin_port}"
+        self.callback = f"http://127.0.0.1:{self.callback_port}"
         self.http = httpx.Client(timeout=httpx.Timeout(30, connect=2))
         self.seen_ids: set[str] = set()
 
@@ -394,9 +419,11 @@ class ProxyProc(Proc):
         return result
 
     def append(self, body: Mapping[str, Any]) -> httpx.Response:
-        """Post a raw step ack to ``:admin/internal/v1/entries`` (as a handler would)."""
+        """Post a raw step ack to ``:callback/internal/v1/entries`` (as a handler would)."""
         return self.http.post(
-            f"{self.admin}/internal/v1/entries", content=json.dumps(body), headers={"content-type": "application/json"}
+            f"{self.callback}/internal/v1/entries",
+            content=json.dumps(body),
+            headers={"content-type": "application/json"},
         )
 
     def dump_unfinished(self) -> str:

@@ -118,7 +118,7 @@ async def call_child(ctx: Context, n: int) -> dict[str, Any]:
     await ctx.run("before", step, ctx.invocation_id, 0)
     future = ctx.service_call(work, n)
     try:
-        result = await future
+        result: int | str = await future
     except TerminalError as exc:
         result = f"child failed: {exc.status_code} {exc.message}"
     await ctx.run("after", step, ctx.invocation_id, 1)

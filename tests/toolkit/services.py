@@ -99,7 +99,9 @@ async def parent(ctx: Context, n: int) -> int:
 @good.handler()
 async def double(ctx: Context, n: int) -> int:
     """The callee."""
-    return int(await ctx.run("double", record, "double", n * 2))
+    doubled = await ctx.run("double", record, "double", n * 2)
+    assert isinstance(doubled, int)  # `record` returns what it was given, typed as object
+    return doubled
 
 
 flaky = Service("Flaky")

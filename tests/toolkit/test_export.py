@@ -40,7 +40,7 @@ async def proxy(tmp_path: Path) -> AsyncIterator[Proxy]:
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(to_handler))
     apps = create_app(settings, transport=HttpxTransport(settings.max_response_bytes, client=client))
-    holder["app"] = handlers_sdk.app([orders], ack_transport=httpx.ASGITransport(app=apps.admin))
+    holder["app"] = handlers_sdk.app([orders], ack_transport=httpx.ASGITransport(app=apps.callback))
     await apps.runtime.start()
     ingress = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.ingress), base_url="http://ingress.test")
     admin = httpx.AsyncClient(transport=httpx.ASGITransport(app=apps.admin), base_url="http://admin.test")

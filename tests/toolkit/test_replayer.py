@@ -168,7 +168,7 @@ async def test_cli_mismatch(journal_file: Path, capsys: pytest.CaptureFixture[st
     assert await run_cli(["replay", str(journal_file), "examples.orders:application"]) == 1
     out = capsys.readouterr().out
     assert 'journal mismatch at index 1: recorded run "charge-v1"' in out
-    assert line_of("examples.orders", "charge_id = await ctx.run(") in out
+    assert line_of("examples.orders", "charge_id = await ctx.run_with(") in out
 
 
 async def test_cli_json_output(journal_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -213,3 +213,47 @@ def test_export_entries_are_wire_journal_items() -> None:
         msgspec.json.encode({"invocation_id": "inv_1", "service": "S", "handler": "h", "journal": [item]})
     )
     assert export.journal == [item] and export.status == "" and not export.completed
+
+
+# -- a folder of journals: a code change against the invocations in flight ----------------------
+
+
+async def in_flight_and_done(folder: Path) -> None:
+    """Two journals of the saga as it was: one waiting in its fraud-review hold, one completed."""
+    held = await export_of(orders, "process", Order("o-7", "sku-1", 1, 40.0, hold_seconds=60))
+    reserve, charge, sleep = held.journal[:3]
+    waiting = msgspec.structs.replace(sleep.entry, completed=False, seq=0)
+    held = msgspec.structs.replace(
+        held,
+        status="suspended",
+        journal=[reserve, charge, JournalItem(index=2, entry=waiting)],
+        result=msgspec.Raw(b"null"),
+    )
+    folder.mkdir(exist_ok=True)
+    (folder / "held.json").write_bytes(msgspec.json.encode(held))
+    (folder / "done.json").write_bytes(msgspec.json.encode(await export_of(orders, "process", ORDER)))
+
+
+async def test_cli_replays_a_folder_of_in_flight_journals_against_the_patched_saga(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await in_flight_and_done(tmp_path / "journals")
+    assert await run_cli(["replay", str(tmp_path / "journals"), "examples.orders_patched:application"]) == 0
+    out = capsys.readouterr().out
+    assert "ok      done.json: OrderFulfillment/process" in out
+    assert "ok      held.json: OrderFulfillment/process" in out and "waits on index 2 (sleep), as recorded" in out
+    assert out.rstrip().endswith("2 journals replayed: 2 ok, 0 failed")
+
+
+async def test_cli_folder_reports_each_journal_and_fails_if_one_does(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "journals"
+    await in_flight_and_done(folder)
+    done = load_export((folder / "done.json").read_bytes())
+    (folder / "renamed.json").write_bytes(msgspec.json.encode(renamed(done, 3, "mail")))
+    assert await run_cli(["replay", "--json", str(folder), "examples.orders_patched:application"]) == 1
+    reports = {r["journal"].rpartition("/")[2]: r["status"] for r in json.loads(capsys.readouterr().out)}
+    assert reports == {"done.json": "ok", "held.json": "ok", "renamed.json": "mismatch"}
+    assert await run_cli(["replay", str(tmp_path), "examples.orders:application"]) == 2  # no *.json in it
+    assert "holds no exported journal" in capsys.readouterr().err

@@ -82,7 +82,9 @@ def test_python_m_proxy_invocations_help_runs_without_the_server_dependencies() 
     assert result.stdout.strip().endswith("exit 0")
 
 
-@pytest.mark.parametrize("command", [("invocations", "ls"), ("services", "ls"), ("deployments", "ls")])
+@pytest.mark.parametrize(
+    "command", [("invocations", "ls"), ("services", "ls"), ("deployments", "ls"), ("identity", "show")]
+)
 def test_cli_commands_reach_for_the_admin_api_without_the_server_dependencies(command: tuple[str, str]) -> None:
     """Past argument parsing, into httpx: nobody listens on the port, so the API error exit (1)."""
     admin = f"http://127.0.0.1:{free_port()}"
@@ -91,6 +93,14 @@ def test_cli_commands_reach_for_the_admin_api_without_the_server_dependencies(co
     assert result.stdout.strip().endswith("exit 1"), result.stdout + result.stderr
     assert "blocked" not in result.stderr
     assert admin in result.stderr
+
+
+def test_a_new_signing_key_is_made_without_the_server_dependencies(tmp_path: Path) -> None:
+    key_file = tmp_path / "next.pem"
+    result = _run(f"python_m_proxy('identity', 'new-key', {str(key_file)!r})")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("publickeyv1_") and result.stdout.strip().endswith("exit 0"), result.stdout
+    assert key_file.read_text().startswith("-----BEGIN PRIVATE KEY-----")
 
 
 def test_the_server_without_its_dependencies_says_which_extra_to_install(tmp_path: Path) -> None:

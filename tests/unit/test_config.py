@@ -77,14 +77,14 @@ def test_parse_size_rejects(text: str) -> None:
 
 def test_defaults() -> None:
     settings = Settings()
-    assert (settings.ingress_port, settings.admin_port) == (8080, 9070)
+    assert (settings.ingress_port, settings.admin_port, settings.callback_port) == (8080, 9070, 9071)
     assert settings.map_size <= settings.max_map_size
-    assert settings.effective_callback_url == "http://127.0.0.1:9070"
+    assert settings.effective_callback_url == "http://127.0.0.1:9071"
 
 
 def test_explicit_callback_url_wins() -> None:
     assert Settings(callback_url="http://proxy:1").effective_callback_url == "http://proxy:1"
-    assert Settings(admin_port=1234).effective_callback_url == "http://127.0.0.1:1234"
+    assert Settings(callback_port=1234).effective_callback_url == "http://127.0.0.1:1234"
 
 
 def test_settings_are_frozen() -> None:

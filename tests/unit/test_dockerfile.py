@@ -47,8 +47,9 @@ def test_dockerfile_keeps_its_contract() -> None:
     for expected in (
         "ARG BASE_IMAGE=python:3.11-slim",
         "VOLUME /data",
-        "EXPOSE 8080 9070",
+        "EXPOSE 8080 9070 9071",
         "PROXY_HOST=0.0.0.0",
+        "PROXY_ADMIN_HOST=127.0.0.1",
         "PROXY_DATA_DIR=/data",
         "HEALTHCHECK",
         "/health",

@@ -70,7 +70,7 @@ def test_python_m_proxy_help_lists_the_subcommands(capsys: pytest.CaptureFixture
     listed = re.findall(r"^  (\w+)(?: \((\w+)\))?", out.split("subcommands")[1], re.MULTILINE)
     names = {name for pair in listed for name in pair if name}
     assert names == {*_CLI_COMMANDS, "dev"}
-    assert "python -m proxy {invocations,services,deployments,dev} ..." in out  # in the usage line too
+    assert "python -m proxy {invocations,services,deployments,schedules,identity,dev} ..." in out  # usage line too
 
 
 @pytest.mark.parametrize("command", [*_CLI_COMMANDS, "dev"])

@@ -8,11 +8,13 @@ import pytest
 
 from durable_core.keys import (
     START_INDEX,
+    expiry_key,
     idempotency_key,
     invocation_key,
     journal_key,
     journal_prefix,
     new_invocation_id,
+    split_expiry_key,
     split_journal_key,
     split_timer_key,
     timer_key,
@@ -134,3 +136,10 @@ def test_timer_keys_sort_by_due_time_first() -> None:
 
 def test_timer_key_clamps_times_before_the_epoch() -> None:
     assert split_timer_key(timer_key(-5, "inv_a", 1))[0] == 0
+
+
+@pytest.mark.parametrize("due_ms", [2**64, 10**30, 2**200])
+def test_timer_and_expiry_keys_clamp_times_past_the_u64_range(due_ms: int) -> None:
+    """A due time past 2**64 - 1 ms (e.g. ``?delay=PT99999999999999999999H``) was a struct.error, a 500."""
+    assert split_timer_key(timer_key(due_ms, "inv_a", 1)) == (2**64 - 1, "inv_a", 1)
+    assert split_expiry_key(expiry_key(due_ms, "inv_a")) == (2**64 - 1, "inv_a")

@@ -273,3 +273,15 @@ def test_unknown_fields_are_ignored_for_forward_compatibility() -> None:
     # New fields go last with defaults: an old peer must ignore what it does not know.
     decoded = decode_outcome(b'{"type":"completed","value":1,"new_field":{"x":1}}')
     assert isinstance(decoded, Completed) and bytes(decoded.value) == b"1"
+
+
+@pytest.mark.parametrize(
+    "text", ["awk_abc_\u00b2", "awk_\u65e5_1", "awk_abc_\u0661", "awk_x_", "awk__1", "awk_a-b_1", "inv_abc_1"]
+)
+def test_parse_awakeable_id_refuses_what_is_not_an_ascii_id(text: str) -> None:
+    """``str.isdigit`` holds for "²" and ``isalnum`` for "日": int() raised ValueError (a 500)."""
+    assert protocol.parse_awakeable_id(text) is None
+
+
+def test_parse_awakeable_id_inverts_awakeable_id() -> None:
+    assert protocol.parse_awakeable_id(protocol.awakeable_id("inv_0abc", 7)) == ("inv_0abc", 7)

@@ -6,7 +6,7 @@ import msgspec
 import pytest
 
 from handlers_sdk.errors import JOURNAL_MISMATCH, JournalMismatchError
-from handlers_sdk.protocol import Failure, JournalItem, RunEntry, SleepEntry
+from handlers_sdk.protocol import Failure, JournalItem, PatchEntry, RunEntry, SleepEntry, decode_item, encode
 from handlers_sdk.replay import Replay, describe
 
 
@@ -107,3 +107,23 @@ def test_source_and_value_are_not_compared() -> None:
 def test_describe_run_entries() -> None:
     assert describe(RunEntry(name="charge card")) == 'run "charge card"'
     assert describe(RunEntry(name="")) == 'run ""'
+
+
+def test_a_patch_marker_is_matched_by_name_and_described() -> None:
+    replay = Replay([JournalItem(index=0, entry=PatchEntry(name="new-shipping"))])
+    assert replay.match(0, PatchEntry(name="new-shipping")) == PatchEntry(name="new-shipping")
+    with pytest.raises(JournalMismatchError, match='recorded patch "new-shipping"'):
+        replay.match(0, PatchEntry(name="other"))
+    assert describe(PatchEntry(name="x")) == 'patch "x"'
+    wire = encode(JournalItem(index=0, entry=PatchEntry(name="x")))
+    assert wire == b'{"index":0,"entry":{"type":"patch","name":"x"}}' and decode_item(wire).entry == PatchEntry(
+        name="x"
+    )
+
+
+def test_passed_tells_whether_the_recorded_journal_reaches_an_index() -> None:
+    # A gap below the last recorded index is an operation created but not journaled: the code went past it.
+    replay = Replay([run(0, "a"), run(2, "c")])
+    assert [replay.passed(i) for i in range(4)] == [True, True, True, False]
+    assert replay.recorded(1) is None and replay.recorded(2) == run(2, "c").entry
+    assert not Replay([]).passed(0)

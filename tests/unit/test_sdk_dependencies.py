@@ -1,5 +1,5 @@
 """The SDK must not need the proxy's dependencies (the README: a handler service installs only
-msgspec and httpx)."""
+msgspec, httpx and cryptography)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@
 //   #/?status=&service=&handler=&limit=&before=  the invocation list, newest first (filters, paging
 //                                                 backwards with the API's order=desc&before= cursor)
 //   #/inv/<id>                                    one invocation: status, actions, journal timeline
+//   #/schedules                                   schedules with their next fire, pause/resume
+//   #/deployments                                 deployments and the invocations pinned to each
 // Every value from the API is put in the page with textContent (never as HTML).
 "use strict";
 
@@ -20,7 +22,12 @@
   const COMPLETABLE = new Set(["sleep", "call", "awakeable", "promise_get", "promise_peek", "promise_complete"]);
   const SUMMARY_CHARS = 140;
 
+  /** Where the admin token is kept: this tab's session storage (never the URL, never a cookie). */
+  const TOKEN_KEY = "durable-proxy.admin-token";
+
   const state = {
+    login: false, // the token prompt is shown: auto-refresh waits for it
+    memoryToken: "", // the token when session storage is not available
     services: [], // [{name, ty, handlers: [{name, ty}]}]: Restate's service metadata
     cursors: [], // cursors of the (newer) pages before the current one (for "previous page")
     lastList: "", // the list query the cursors belong to
@@ -49,8 +56,64 @@
     return el;
   }
 
+  // ---- the admin token -----------------------------------------------------------------------
+
+  function getToken() {
+    try {
+      return window.sessionStorage.getItem(TOKEN_KEY) || "";
+    } catch (err) {
+      return state.memoryToken;
+    }
+  }
+
+  function setToken(token) {
+    state.memoryToken = token;
+    try {
+      if (token) window.sessionStorage.setItem(TOKEN_KEY, token);
+      else window.sessionStorage.removeItem(TOKEN_KEY);
+    } catch (err) {
+      // No session storage (a sandboxed page): the token lives in memory until the tab closes.
+    }
+    document.getElementById("sign-out").hidden = !token;
+  }
+
+  /** The token prompt, shown when the admin API answers 401 (it has a token and this tab has not). */
+  function showLogin(refused) {
+    state.login = true;
+    const input = h("input", {
+      id: "token", type: "password", name: "token", autocomplete: "off", spellcheck: "false",
+      required: true, "aria-label": "Admin token",
+    });
+    const form = h("form", { id: "login", class: "login" },
+      h("label", { for: "token" }, "Admin token"), input,
+      h("button", { type: "submit" }, "Sign in"));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const token = input.value.trim();
+      if (!token) return;
+      setToken(token);
+      state.login = false;
+      render().then(schedule);
+    });
+    document.getElementById("main").replaceChildren(
+      h("section", { class: "card login-card" },
+        h("h2", {}, "This proxy's admin API needs a token"),
+        h("p", { class: "muted" }, "The token given to the proxy with --admin-token-file (or PROXY_ADMIN_TOKEN). ",
+          "It is kept in this tab's session storage only and sent as an Authorization header."),
+        refused ? h("p", { class: "login-error", role: "alert" }, "That token was refused.") : null,
+        form),
+    );
+    document.getElementById("main").dataset.view = "login";
+    document.getElementById("counts").replaceChildren();
+    showBanner("");
+    input.focus();
+  }
+
   async function api(path, options) {
-    const response = await fetch(path, { headers: { accept: "application/json" }, ...options });
+    const headers = { accept: "application/json" };
+    const token = getToken();
+    if (token) headers.authorization = `Bearer ${token}`;
+    const response = await fetch(path, { ...options, headers });
     const text = await response.text();
     let body = null;
     try {
@@ -185,6 +248,8 @@
     const hash = location.hash.replace(/^#/, "") || "/";
     const match = hash.match(/^\/inv\/([^?]+)/);
     if (match) return { view: "invocation", id: decodeURIComponent(match[1]) };
+    if (hash === "/schedules") return { view: "schedules" };
+    if (hash === "/deployments") return { view: "deployments" };
     const query = new URLSearchParams(hash.includes("?") ? hash.slice(hash.indexOf("?") + 1) : "");
     return { view: "list", query };
   }
@@ -201,7 +266,9 @@
     const where = route();
     try {
       const [content, counts] = await Promise.all([
-        where.view === "invocation" ? renderInvocation(where.id) : renderList(where.query),
+        where.view === "invocation" ? renderInvocation(where.id)
+          : where.view === "schedules" ? renderSchedules()
+            : where.view === "deployments" ? renderDeployments() : renderList(where.query),
         api("stats").then((s) => s.invocations).catch(() => null),
       ]);
       if (seq !== state.renderSeq) return; // a newer render started meanwhile
@@ -215,7 +282,11 @@
       if (!document.getElementById("banner").classList.contains("banner-info")) showBanner("");
     } catch (err) {
       if (seq !== state.renderSeq) return;
-      if (err.status === 404 && where.view === "invocation") {
+      if (err.status === 401) {
+        const refused = Boolean(getToken());
+        setToken("");
+        showLogin(refused);
+      } else if (err.status === 404 && where.view === "invocation") {
         document.getElementById("main").replaceChildren(
           h("section", { class: "card" }, h("p", {}, `Invocation ${where.id} not found (purged, or never existed).`),
             h("a", { href: "#/" }, "← all invocations")),
@@ -350,7 +421,10 @@
 
   function listRow(view) {
     let note = null;
-    if (view.waiting_on && view.waiting_on.length) {
+    const limit = limitSummary(view);
+    if (limit) {
+      note = h("span", { class: "waits limit" }, limit);
+    } else if (view.waiting_on && view.waiting_on.length) {
       note = h("span", { class: "waits" }, view.waiting_on.map(waitSummary).join(", "));
     } else if (view.failure) {
       note = failureEl(view.failure);
@@ -370,6 +444,22 @@
     );
   }
 
+  // Why an invocation waits for a limit: its place in a concurrency limit's line, or when a rate
+  // limit lets it start ("" for neither).
+  function limitSummary(view) {
+    if (view.status === "pending" && view.queue_position) {
+      const group = view.waiting_for_limit || {};
+      let name = group.service || "?";
+      if (group.handler) name += `/${group.handler}`;
+      if (group.scope === "key") name += ` key "${group.key}"`;
+      return `number ${view.queue_position} in line for the concurrency limit of ${name}`;
+    }
+    if (view.status === "scheduled" && view.rate_limited_until_ms) {
+      return `rate limited: starts ${fmtRelative(view.rate_limited_until_ms)}`;
+    }
+    return "";
+  }
+
   function waitSummary(wait) {
     switch (wait.kind) {
       case "timer": return `timer ${fmtRelative(wait.wake_at_ms)}`;
@@ -378,6 +468,75 @@
       case "promise": return `promise "${wait.name}"`;
       default: return `${wait.kind} #${wait.index}`;
     }
+  }
+
+  // ---- schedules and deployments ---------------------------------------------------------------
+
+  function scheduleWhen(view) {
+    return view.cron ? `${view.cron} (${view.timezone})` : `every ${fmtDuration(view.every_ms)}`;
+  }
+
+  async function renderSchedules() {
+    const { schedules } = await api("schedules");
+    const row = (view) => h(
+      "tr",
+      { class: "schedule", dataset: { schedule: view.id } },
+      h("td", { class: "id" }, view.id),
+      h("td", { class: "target" }, view.target),
+      h("td", {}, scheduleWhen(view)),
+      h("td", {}, view.paused ? badge("paused", "paused") : timeEl(view.next_fire_ms)),
+      h("td", {}, view.last_invocation_id ? invLink(view.last_invocation_id, fmtTime(view.last_fire_ms)) : "—"),
+      h("td", { class: "num" }, `${view.fired} / ${view.skipped} / ${view.missed}`),
+      h("td", {}, `${view.overlap} / ${view.catch_up}`),
+      h("td", {}, h("button", {
+        type: "button",
+        onclick: () => scheduleAction(view.id, view.paused ? "resume" : "pause"),
+      }, view.paused ? "resume" : "pause")),
+    );
+    return h("section", { class: "list" }, h("h2", {}, "Schedules"), h(
+      "table",
+      { class: "invocations schedules" },
+      h("thead", {}, h("tr", {}, ["Schedule", "Target", "When", "Next fire", "Last fire", "Fired / skipped / missed",
+        "Overlap / catch-up", ""].map((t) => h("th", {}, t)))),
+      h("tbody", {}, schedules.length ? schedules.map(row) : h("tr", {},
+        h("td", { colspan: 8, class: "empty" }, "No schedules (POST /schedules, or @svc.handler(schedule=...))."))),
+    ));
+  }
+
+  async function scheduleAction(id, action) {
+    try {
+      await api(`schedules/${encodeURIComponent(id)}/${action}`, { method: "POST" });
+      showBanner(`Schedule ${id}: ${action}d.`, "info");
+    } catch (err) {
+      showBanner(`${action} failed: ${err.message}`, "error");
+    }
+    render();
+  }
+
+  async function renderDeployments() {
+    const { deployments } = await api("deployments");
+    const details = await Promise.all(deployments.map((d) => api(`deployments/${encodeURIComponent(d.id)}`)));
+    const row = (view) => {
+      const pinned = view.pinned || { count: 0, by_status: {} };
+      const statuses = Object.entries(pinned.by_status).map(([status, n]) => `${n} ${status}`).join(", ");
+      return h(
+        "tr",
+        { class: "deployment", dataset: { deployment: view.id } },
+        h("td", { class: "id" }, view.id),
+        h("td", {}, view.uri),
+        h("td", {}, (view.services || []).map((svc) => svc.name).join(", ")),
+        h("td", { class: "num" }, String(pinned.count)),
+        h("td", {}, pinned.count ? statuses : badge("drained", "ok")),
+      );
+    };
+    return h("section", { class: "list" }, h("h2", {}, "Deployments"), h(
+      "table",
+      { class: "invocations deployments" },
+      h("thead", {}, h("tr", {}, ["Deployment", "URI", "Services", "Pinned", "Pinned by status"]
+        .map((t) => h("th", {}, t)))),
+      h("tbody", {}, details.length ? details.map(row) : h("tr", {},
+        h("td", { colspan: 5, class: "empty" }, "No deployments."))),
+    ));
   }
 
   // ---- one invocation ---------------------------------------------------------------------------
@@ -398,6 +557,9 @@
     }
     if (view.next_retry_ms && !done) facts.push(["Next retry", whenEl(view.next_retry_ms)]);
     if (view.idempotency_key) facts.push(["Idempotency key", h("code", {}, view.idempotency_key)]);
+    if (view.limit_key) facts.push(["Limit key", h("code", {}, view.limit_key)]);
+    const limit = limitSummary(view);
+    if (limit) facts.push(["Limits", h("span", { class: "limit" }, limit)]);
     if (view.deployment_id) facts.push(["Deployment", h("code", {}, view.deployment_id)]);
 
     const actions = h(
@@ -468,6 +630,11 @@
       if (action === "purge") location.hash = "#/";
       else await render();
     } catch (err) {
+      if (err.status === 401) {
+        setToken("");
+        showLogin(true);
+        return;
+      }
       showBanner(`${action} failed: ${err.message}`, "error");
     }
   }
@@ -506,6 +673,7 @@
     promise_peek: "peek promise",
     promise_complete: "complete promise",
     cancel: "cancelled",
+    patch: "patched",
   };
 
   function timeline(view) {
@@ -580,7 +748,8 @@
       case "clear_state": return e.key;
       case "promise_get":
       case "promise_peek":
-      case "promise_complete": return e.name;
+      case "promise_complete":
+      case "patch": return e.name;
       default: return "";
     }
   }
@@ -665,6 +834,8 @@
             : never ? "never resolved: the invocation completed first" : "not resolved yet");
       case "cancel":
         return h("span", { class: "muted" }, "the handler was told here that the invocation is cancelled (409)");
+      case "patch":
+        return h("span", { class: "muted" }, "reached this code change after it was deployed: replays take its new branch");
       default:
         return [];
     }
@@ -707,7 +878,7 @@
       state.timer = setTimeout(async () => {
         // Do not re-render a filter while the operator is picking from it.
         const active = document.activeElement;
-        if (!(active && active.tagName === "SELECT")) await render();
+        if (!state.login && !(active && active.tagName === "SELECT")) await render();
         schedule();
       }, REFRESH_MS);
     }
@@ -716,6 +887,11 @@
   function start() {
     window.addEventListener("hashchange", () => render());
     document.getElementById("auto-refresh").addEventListener("change", schedule);
+    document.getElementById("sign-out").hidden = !getToken();
+    document.getElementById("sign-out").addEventListener("click", () => {
+      setToken("");
+      render();
+    });
     document.getElementById("goto").addEventListener("submit", (event) => {
       event.preventDefault();
       const id = document.getElementById("goto-id").value.trim();

@@ -106,3 +106,78 @@ def test_once_they_complete_the_removal_goes_through(registered: World) -> None:
         _remove(world, "dp_a")
     world.settle(running, Completed())
     assert _remove(world, "dp_a").pinned == []
+
+
+def _pinned(world: World, dep_id: str) -> dict[str, str]:
+    """Invocation id -> status of what the index says is pinned to `dep_id`."""
+    return {r.id: r.status for r in world.read(lambda txn: world.machine.pinned(txn, dep_id))}
+
+
+def test_the_pinned_index_follows_creation_completion_and_moves(registered: World) -> None:
+    """Every invocation not completed has a row under its deployment from the transaction that
+    creates it; completion removes it, a resume on another deployment moves it, purging leaves none."""
+    world = registered
+    running = world.start()
+    scheduled = world.start(delay_ms=10_000)
+    signup = world.start("Signup", "run", "alice")
+    assert _pinned(world, "dp_a") == {running.id: "running", scheduled.id: "scheduled"}
+    assert _pinned(world, "dp_b") == {signup.id: "running"}
+    world.settle(running, Completed())
+    assert _pinned(world, "dp_a") == {scheduled.id: "scheduled"}
+    paused = world.with_status("paused")
+    world.act("resume", paused.id, deployment_id="dp_b")
+    assert _pinned(world, "dp_b") == {signup.id: "running", paused.id: "running"}
+    assert paused.id not in _pinned(world, "dp_a")
+    world.act("kill", scheduled.id)
+    world.act("purge", scheduled.id)
+    assert _pinned(world, "dp_a") == {}
+    assert [k for k in world.keys("pinned") if k.startswith(b"dp_a\x00")] == []
+
+
+def test_a_store_with_nothing_active_needs_no_index_built(registered: World) -> None:
+    """A start checks by a read and commits nothing when there is nothing active to index."""
+    assert not registered.read(registered.machine.pinned_index_missing)
+
+
+def test_removal_reads_only_the_pinned_index(registered: World) -> None:
+    """The refusal counts from the index: an invocation stored without its row (a store older than
+    the index) is not seen until `index_pinned` indexes it, once."""
+    world = registered
+    record = world.start()
+    world.write(lambda txn: txn.delete("pinned", b"dp_a\x00" + record.id.encode()))
+    assert _pinned(world, "dp_a") == {}
+    assert world.read(world.machine.pinned_index_missing)
+    assert world.write(world.machine.index_pinned) >= 1
+    assert _pinned(world, "dp_a") == {record.id: "running"}
+    assert not world.read(world.machine.pinned_index_missing)
+    assert world.write(world.machine.index_pinned) == 0
+    with pytest.raises(Conflict, match="has 1 invocation not completed"):
+        _remove(world, "dp_a")
+
+
+def test_moving_a_deployment_keeps_its_id_services_and_pins(registered: World) -> None:
+    world = registered
+    record = world.start()
+    moved = world.write(lambda txn: world.machine.move_deployment(txn, "dp_a", "http://elsewhere:9"))
+    assert (moved.id, moved.uri, moved.services) == ("dp_a", "http://elsewhere:9", ["Greeter", "Counter"])
+    assert [d.uri for d in world.read(world.machine.deployments)] == ["http://elsewhere:9", "http://dp_b"]
+    assert _pinned(world, "dp_a") == {record.id: "running"}
+    with pytest.raises(Conflict, match="'dp_b' is registered at http://dp_b already"):
+        world.write(lambda txn: world.machine.move_deployment(txn, "dp_a", "http://dp_b"))
+    with pytest.raises(NotFound, match="deployment 'dp_nope' not found"):
+        world.write(lambda txn: world.machine.move_deployment(txn, "dp_nope", "http://x"))
+
+
+def test_a_new_deployment_takes_new_invocations_while_old_ones_stay_pinned(registered: World) -> None:
+    """Registering another deployment for Greeter routes new invocations to it; the one in flight
+    keeps its deployment (its journal was written by that code)."""
+    world = registered
+    old = world.start()
+    greeter = msgspec.structs.replace(SERVICES["Greeter"], deployment_id="dp_v2")
+    _register(world, "dp_v2", [greeter], created_ms=NOW + 1)
+    world.services["Greeter"] = greeter  # the proxy's routing table follows the registration
+    new = world.start()
+    assert (world.record(old.id).deployment_id, new.deployment_id) == ("dp_a", "dp_v2")
+    assert _pinned(world, "dp_a") == {old.id: "running"} and _pinned(world, "dp_v2") == {new.id: "running"}
+    world.settle(world.record(old.id), Completed())
+    assert _remove(world, "dp_a").pinned == []

@@ -143,6 +143,18 @@ def test_an_error_asking_to_pause_pauses(world: World) -> None:
     assert effects.launch == [] and effects.retry == [] and effects.completed == []
 
 
+def test_an_attempt_failure_marked_pause_pauses_at_once(world: World) -> None:
+    """An answer over the response limit (AttemptFailure with `pause`) pauses on the first attempt,
+    with the failure visible and no retry armed, instead of 70 retries that re-run the handler."""
+    record = world.put(msgspec.structs.replace(world.start(), retry_count=2))
+    too_large = Failure(code=413, message="handler response larger than 100 bytes")
+    done, effects, applied = world.settle(record, AttemptFailure(too_large, pause=True))
+    assert applied == AttemptFailure(too_large, pause=True)
+    assert (done.status, done.token, done.retry_count, done.next_retry_ms) == ("paused", "", 3, 0)
+    assert done.last_failure == too_large
+    assert effects.launch == [] and effects.retry == [] and effects.completed == []
+
+
 @pytest.mark.parametrize(
     ("retry_count", "retry_after_ms", "status", "delay_ms"),
     [

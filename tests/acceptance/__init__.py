@@ -16,7 +16,8 @@ Where each row of the matrix is proved (``e2e/`` is the end-to-end suite next do
 10. handler down: test_handler_failures::test_handler_down_is_retried_with_capped_backoff_and_little_cpu
 11. poison handler, resume after a fix: test_handler_failures::test_poison_handler_is_paused_after_bounded_...
 12. ingress body over the limit: test_ingress_edges::test_oversized_body_gets_413_with_bounded_memory
-13. response / step result over the cap: test_handler_failures::test_response_over_cap_pauses_at_once, test_step_result_...
+13. response / step result over the cap: test_handler_failures::test_response_over_cap_pauses_at_once,
+    test_step_result_...
 14. and 15. bad input, unknown targets: test_ingress_edges::test_bad_requests_get_4xx_json_and_change_nothing
 16. 64 concurrent calls with one idempotency key: e2e/test_idempotency
 17. same key, other target or body: test_ingress_edges::test_idempotency_key_is_scoped_to_the_target

@@ -15,6 +15,11 @@ a time, until nothing can progress:
 * when no attempt is left to run, time moves: the fake clock skips to the earliest retry, timer
   (a sleep, a delayed send) or test-supplied completion, which is then carried out.
 
+Schedules (``@svc.handler(schedule=...)``, created at construction as the proxy's registration
+creates them, or `LocalRuntime.create_schedule`) fire only within `LocalRuntime.run_until` or
+`LocalRuntime.advance`, which run everything due up to a fake time and stop there: a schedule
+re-arms forever, so running until idle ignores its timers.
+
 So a test never waits on real time. Example::
 
     rt = LocalRuntime([orders])
@@ -27,6 +32,7 @@ So a test never waits on real time. Example::
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import heapq
 import itertools
@@ -38,6 +44,7 @@ from typing import Any, Literal, TypeVar
 
 import msgspec
 
+from durable_core import schedules as schedule_rules
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, Fenced, NotFound, ProxyError
 from durable_core.flow import service_limits
@@ -49,6 +56,7 @@ from durable_core.memory import MemoryStore
 from durable_core.records import Action, InvocationRecord, ServiceLimits, ServiceRecord, Status
 from durable_core.retry import RetryPolicy
 from durable_core.rows import read_entry, read_record
+from durable_core.schedules import CatchUp, Overlap, ScheduleRecord
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.ack import AckClient, AckRejected
 from handlers_sdk.attempt import run_attempt
@@ -188,7 +196,8 @@ class LocalRuntime:
             max_entry_bytes=10 * 1024**2,
             retry=RetryPolicy(max_attempts=max_retries + 1, jitter=0.0),
         )
-        resolve = functools.partial(resolve_in, _Registry(self.services))
+        registry = _Registry(self.services)
+        resolve = functools.partial(resolve_in, registry)
         self.machine = Machine(limits, resolve, seed=lambda: self.random_seed, limits_of=self._limits_of)
         #: Every invocation, in the order the runtime learnt of it (started, or created by a call
         #: or send of another).
@@ -213,6 +222,21 @@ class LocalRuntime:
         # The first exception a commit hook raised, re-raised to the test once its attempt ended.
         self._hook_error: Exception | None = None
         self._ack = _InProcessAck(self)
+        # The fake time `run_until` runs to: schedule timers fire only while it is set.
+        self._until: int | None = None
+        # Default ids of run-time schedules (apart from the invocations' so those stay as they were).
+        self._schedule_ids = itertools.count(1)
+        self._sync_code_schedules(registry)
+
+    def _sync_code_schedules(self, registry: _Registry) -> None:
+        """Create the schedules the services' handlers declare, as the proxy's registration of a
+        deployment does (`schedule_rules.declared`, then `Machine.sync_schedules`)."""
+        declared = schedule_rules.declared(svc.info() for svc in self.services.values())
+        if not declared:
+            return
+        now, services = self.clock.now_ms(), list(registry.values())
+        _, effects = self._write(lambda txn: self.machine.sync_schedules(txn, services, declared, now=now))
+        self._apply(effects)
 
     def _limits_of(self, service: str) -> ServiceLimits | None:
         """The concurrency and rate limits the service's code declares (read live, as `_Registry`
@@ -394,6 +418,117 @@ class LocalRuntime:
         self._act("kill", target.id)
         await self._run()
         return target
+
+    # -- schedules and time -------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        service: str | Service,
+        handler: str,
+        arg: Any = None,
+        *,
+        id: str | None = None,
+        key: str = "",
+        cron: str = "",
+        timezone: str = "UTC",
+        every: float | dt.timedelta | None = None,
+        overlap: Overlap = "skip",
+        catch_up: CatchUp = "skip",
+        paused: bool = False,
+    ) -> ScheduleRecord:
+        """Create a schedule as ``POST :9070/schedules`` does: `handler` is started with `arg` on
+        the cron expression `cron` (in `timezone`) or `every` seconds, the first fire after now.
+        Its fires run within `run_until` / `advance`.
+
+        Args:
+            id: the schedule's id (default: ``sch_local000001``...).
+            every: the interval, in seconds or as a timedelta (instead of `cron`).
+            overlap: what a fire does while the previous fire's invocation runs.
+            catch_up: what fires missed (later than the grace) do.
+
+        Raises:
+            KeyError: unknown service or handler.
+            ValueError: a bad id, spec, key or input, or the id is taken.
+        """
+        name = service.name if isinstance(service, Service) else service
+        self.handler_def(name, handler)  # fail fast on unknown targets
+        schedule = ScheduleRecord(
+            id=id if id is not None else f"sch_local{next(self._schedule_ids):06d}",
+            service=name, handler=handler, key=key, cron=cron.strip(), timezone=timezone,
+            every_ms=_interval_ms(every),
+            input=to_json(arg), overlap=overlap, catch_up=catch_up, paused=paused,
+        )  # fmt: skip
+        now = self.clock.now_ms()
+        try:
+            created, effects = self._write(lambda txn: self.machine.create_schedule(txn, schedule, now=now))
+        except (BadRequest, Conflict) as exc:
+            raise ValueError(exc.message) from None
+        self._apply(effects)
+        return created
+
+    def delete_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """Remove a schedule and its timer (fires already started go on); KeyError if none."""
+        try:
+            return self._write(lambda txn: self.machine.delete_schedule(txn, schedule_id))
+        except NotFound as exc:
+            raise KeyError(exc.message) from None
+
+    def pause_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """Pause a schedule: it fires no more until resumed; KeyError if none."""
+        return self._set_paused(schedule_id, True)
+
+    def resume_schedule(self, schedule_id: str) -> ScheduleRecord:
+        """Resume a schedule: its next fire is the first after now (fires while it was paused are
+        not caught up); KeyError if none."""
+        return self._set_paused(schedule_id, False)
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """Every schedule (code ones ``code:{service}:{handler}`` included), by id."""
+        with self.store.read() as txn:
+            return self.machine.schedules(txn)
+
+    def schedule(self, schedule_id: str) -> ScheduleRecord:
+        """One schedule as stored now (its counters, next fire...); KeyError if none."""
+        with self.store.read() as txn:
+            try:
+                return self.machine.schedule(txn, schedule_id)
+            except NotFound as exc:
+                raise KeyError(exc.message) from None
+
+    async def run_until(self, at: int | dt.datetime) -> None:
+        """Move the fake clock to `at` (epoch ms, or an aware datetime), carrying out everything
+        due on the way in time order: retries, timers, completions and schedule fires (each fire
+        an ordinary invocation, run in process). Stops there: what is due later waits.
+
+        Raises:
+            ValueError: `at` is before the fake clock's now.
+            RuntimeError: called from a handler, completer or hook.
+        """
+        until = round(at.timestamp() * 1000) if isinstance(at, dt.datetime) else at
+        if until < self.clock.now_ms():
+            raise ValueError(f"run_until({until}) is before the fake clock's now ({self.clock.now_ms()})")
+        if self._busy:
+            raise RuntimeError("run_until cannot be called while the runtime runs (from a handler or hook)")
+        self._until = until
+        try:
+            await self._run()
+        finally:
+            self._until = None
+        if self.clock.now_ms() < until:
+            self.clock.advance_to(until)
+
+    async def advance(self, seconds: float) -> None:
+        """`run_until` the fake clock's now plus `seconds`."""
+        await self.run_until(self.clock.now_ms() + round(seconds * 1000))
+
+    def _set_paused(self, schedule_id: str, paused: bool) -> ScheduleRecord:
+        now = self.clock.now_ms()
+        try:
+            changed, effects = self._write(lambda txn: self.machine.pause_schedule(txn, schedule_id, paused, now=now))
+        except NotFound as exc:
+            raise KeyError(exc.message) from None
+        self._apply(effects)
+        return changed
 
     # -- the shell: commits and their effects -----------------------------------------------------
 
@@ -744,14 +879,19 @@ class LocalRuntime:
         """The timers the runtime fires itself that are due by `now`, and when the next one is.
 
         With a test's `SleepEntry` completer, sleeps are its business: only delayed starts fire.
+        Schedule timers fire only up to the time `run_until` runs to.
         """
         with self.store.read() as txn:
-            if SleepEntry not in self._completers:
-                return self.machine.due_timers(txn, now, sys.maxsize)
             fires, _ = self.machine.due_timers(txn, _FOREVER, sys.maxsize)
-        starts = [fire for fire in fires if fire.index == START_INDEX]
-        later = next((fire.due_ms for fire in starts if fire.due_ms > now), None)
-        return [fire for fire in starts if fire.due_ms <= now], later
+        own = [fire for fire in fires if self._fires_itself(fire)]
+        later = next((fire.due_ms for fire in own if fire.due_ms > now), None)
+        return [fire for fire in own if fire.due_ms <= now], later
+
+    def _fires_itself(self, fire: TimerFire) -> bool:
+        if fire.index == schedule_rules.SCHEDULE_INDEX:
+            # A schedule re-arms forever: run until idle would never end with it.
+            return self._until is not None and fire.due_ms <= self._until
+        return SleepEntry not in self._completers or fire.index == START_INDEX
 
     def _wait_for_time(self) -> bool:
         """With no attempt to run: move the fake clock to the earliest retry, timer or scheduled
@@ -763,6 +903,8 @@ class LocalRuntime:
             times.append(now)
         elif later is not None:
             times.append(later)
+        if self._until is not None:
+            times = [at for at in times if at <= self._until]  # later ones wait for a later run
         if not times:
             return False
         self.clock.advance_to(min(times))
@@ -779,6 +921,14 @@ class LocalRuntime:
         while self._scheduled and self._scheduled[0].at_ms <= now:
             self._complete(heapq.heappop(self._scheduled))
         return True
+
+
+def _interval_ms(every: float | dt.timedelta | None) -> int:
+    """An interval in ms (0: none); one of 0 or less stays below 1 ms, which the rule refuses."""
+    if every is None:
+        return 0
+    seconds = every.total_seconds() if isinstance(every, dt.timedelta) else every
+    return max(1, round(seconds * 1000)) if seconds > 0 else -1
 
 
 def _journaled_items(txn: ReadTxn, invocation_id: str, indexes: Iterable[int]) -> list[JournalItem]:

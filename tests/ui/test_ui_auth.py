@@ -90,8 +90,10 @@ def test_the_page_asks_for_the_token_and_keeps_it_in_the_session_only(guarded: G
         # The page's own requests carry it: the counts (GET /stats) load.
         page.wait_for("document.querySelectorAll('#counts a').length > 0")
 
-        page.evaluate("location.reload(), true")
-        page.wait_for(f"{_VIEW} === 'list'")  # the same tab keeps its session
+        # A mark on the old document: waiting for the view alone could still read the old page.
+        page.evaluate("window.beforeReload = true, location.reload(), true")
+        loaded = "!window.beforeReload && document.readyState === 'complete' && document.getElementById('sign-out')"
+        page.wait_for(f"{loaded} && {_VIEW} === 'list'")  # the same tab keeps its session
 
         page.evaluate("document.getElementById('sign-out').click(), true")
         page.wait_for(f"{_VIEW} === 'login'")

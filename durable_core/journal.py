@@ -119,11 +119,12 @@ def finish(
     for name, index in record.promise_waits:
         txn.delete("promise_waiters", promise_key(record.service, record.key, name) + journal_key(record.id, index))
     effects.finished(record)
-    admitted = release(txn, record, now, new_token(), limits_of(record.service))
+    limits = limits_of(record.service)
+    admitted = release(txn, record, now, new_token(), limits)
     if admitted is not None:
         put_record(txn, admitted)
         flow.announce(admitted, effects)
-    release_held(txn, record, now, new_token(), effects, limits_of(record.service))
+    release_held(txn, record, now, new_token(), effects, limits)
     if record.parent_id:
         try:
             complete_entry(

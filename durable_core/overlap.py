@@ -17,7 +17,10 @@ from durable_core.records import InvocationRecord, ServiceLimits
 from durable_core.rows import put_record, read_record
 from durable_core.txn import Txn
 
-__all__ = ["hold", "release"]
+__all__ = ["SCHEDULE_HEADER", "hold", "release"]
+
+#: Header of every schedule fire's invocation (its schedule's id): only fires hold others behind them.
+SCHEDULE_HEADER = "x-durable-schedule"
 
 
 def hold(txn: Txn, record: InvocationRecord, behind: str, now: int) -> InvocationRecord:
@@ -32,6 +35,8 @@ def release(
     """The completed `record` admits the invocation held behind it, if any, as `keyed.admit` does
     any invocation (an exclusive handler still waits for its key's lock, and every invocation for
     its service's `limits`)."""
+    if SCHEDULE_HEADER not in record.headers:
+        return  # only a schedule's fire is ever a holder: no store read for every other completion
     holder = record.id.encode("ascii")
     held_id = txn.get("held", holder)
     if held_id is None:

@@ -36,6 +36,7 @@ from durable_core.cron import Spec, check_spec, latest_fire, missed_fires, next_
 from durable_core.effects import Effects
 from durable_core.errors import BadRequest, Conflict, NotFound, ProxyError
 from durable_core.keys import new_invocation_id, timer_key
+from durable_core.overlap import SCHEDULE_HEADER
 from durable_core.records import InvocationRecord, ServiceType
 from durable_core.rows import read_record
 from durable_core.txn import ReadTxn, Txn
@@ -326,7 +327,7 @@ def _start(
             f"schedule {schedule.id}: fire at {fire_ms} skipped, {schedule.last_invocation_id} still runs"
         )
     fire_key = f"{schedule.id}\x00{fire_ms}".encode("utf-8", "surrogatepass")
-    headers = {"x-durable-schedule": schedule.id, "x-durable-fire-time": str(fire_ms)}
+    headers = {SCHEDULE_HEADER: schedule.id, "x-durable-fire-time": str(fire_ms)}
     if missed:
         headers["x-durable-missed-fires"] = str(missed)
     try:

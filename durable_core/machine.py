@@ -13,7 +13,6 @@ record's transitions); this module sequences them per use case.
 from __future__ import annotations
 
 import itertools
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -59,6 +58,7 @@ from durable_core.retry import RetryPolicy
 from durable_core.rows import is_completed, put_record, read_entry, read_record
 from durable_core.schedules import ScheduleRecord
 from durable_core.txn import ReadTxn, Txn
+from handlers_sdk.ids import INVOCATION_ID_PATTERN
 from handlers_sdk.protocol import (
     COMPLETABLE,
     AwakeableEntry,
@@ -71,12 +71,6 @@ from handlers_sdk.protocol import (
     encode,
     parse_awakeable_id,
 )
-
-#: A well-formed invocation id (``inv_`` then 128 bits in base32): the ingress answers 400 for an
-#: id that is not one, 404 for one it does not know. Change it with the id formats.
-# Both id forms: base32hex of time + entropy (`keys.new_invocation_id`, 0-9a-v) and base32 of a
-# digest for children of calls and sends (`protocol.child_invocation_id`, a-z2-7).
-INVOCATION_ID_PATTERN = re.compile(r"inv_[0-9a-z]{26}")
 
 #: What a second call of a workflow's run fails with (Restate's code and message).
 WORKFLOW_ALREADY_INVOKED = Failure(code=409, message="the workflow method was already invoked")
@@ -552,11 +546,20 @@ class Machine(Queries):
 
     # -- timers and retention -------------------------------------------------------------------
 
-    def due_timers(self, txn: ReadTxn, now: int, limit: int) -> tuple[list[TimerFire], int | None]:
-        """Timers due by `now` (at most `limit`), and the due time of the next one not due."""
+    def due_timers(
+        self, txn: ReadTxn, now: int, limit: int, owns: Callable[[str], bool] | None = None
+    ) -> tuple[list[TimerFire], int | None]:
+        """Timers due by `now` (at most `limit`), and the due time of the next one not due.
+
+        Args:
+            owns: only the timers of the invocations (or schedules) this says yes to: those of
+                the partitions the caller drives (None: every timer).
+        """
         due: list[TimerFire] = []
         for key, _ in txn.items_from("timers", b""):
             due_ms, invocation_id, index = split_timer_key(key)
+            if owns is not None and not owns(invocation_id):
+                continue
             if due_ms > now or len(due) >= limit:
                 return due, due_ms
             due.append(TimerFire(key, due_ms, invocation_id, index))

@@ -6,7 +6,7 @@ extends: the proxy's API and the toolkit read through the same code the rules wr
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from durable_core.errors import BadRequest, NotFound
 from durable_core.keyed import object_hash, read_promises, read_state
@@ -55,10 +55,16 @@ class Queries:
         found = txn.get("workflows", object_hash(workflow, key))
         return None if found is None else found.decode("ascii")
 
-    def active(self, txn: ReadTxn) -> Iterator[InvocationRecord]:
+    def active(self, txn: ReadTxn, only: Callable[[str], bool] | None = None) -> Iterator[InvocationRecord]:
         """Every invocation that has not completed, in id order, one at a time (there may be
-        many: callers that only count or filter must not hold them all)."""
+        many: callers that only count or filter must not hold them all).
+
+        Args:
+            only: just the ids this says yes to (their records are not even read otherwise).
+        """
         for key, _ in txn.items_from("active", b""):
+            if only is not None and not only(key.decode("ascii")):
+                continue
             data = txn.get("invocations", key)
             if data is not None:
                 yield decode_record(data, InvocationRecord)

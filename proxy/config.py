@@ -74,6 +74,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Directory of the LMDB environment (one proxy process per directory)."""
     store: str = ""
     """Empty: LMDB in --data-dir. Or PostgreSQL: postgresql://user:password@host:port/db (password never shown)."""
+    lease_time: float = 5.0
+    """PostgreSQL: seconds a proxy's leases outlive its last heartbeat (then other proxies take its partitions over)."""
+    partitions: int = 16
+    """PostgreSQL: partitions of a new database, split between the proxies (an existing one keeps its count)."""
     map_size: int = 1024**3
     """Initial LMDB map size in bytes (e.g. 1GiB)."""
     max_map_size: int = 64 * 1024**3
@@ -156,6 +160,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.store and not self.store.startswith(("postgresql://", "postgres://")):
             raise ValueError("store must be empty (LMDB in data_dir) or a postgresql:// URL")
+        if not 0.5 <= self.lease_time <= 600:
+            raise ValueError("lease_time must be 0.5 to 600 seconds")
+        if not 1 <= self.partitions <= 4096:
+            raise ValueError("partitions must be 1 to 4096")
         if self.transport not in ("aiohttp", "httpx"):
             raise ValueError("transport must be 'aiohttp' or 'httpx'")
         if self.log_format not in ("json", "text"):

@@ -419,6 +419,9 @@ def create_admin(runtime: Runtime) -> Starlette:
     async def stats(request: Request) -> Response:
         return json_response(runtime.stats())
 
+    async def cluster(request: Request) -> Response:
+        return json_response(runtime.cluster())
+
     async def metrics(request: Request) -> Response:
         return Response(runtime.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
@@ -507,6 +510,7 @@ def create_admin(runtime: Runtime) -> Starlette:
         Route("/invocations/{id}/{action}", act, methods=["POST", "PATCH"]),
         Route("/invocations/{id}/journal", invocation_journal, methods=["GET"]),
         Route("/stats", stats, methods=["GET"]),
+        Route("/cluster", cluster, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         *openapi_routes(runtime),
         *schedule_routes(runtime),

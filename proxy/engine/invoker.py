@@ -48,6 +48,7 @@ from handlers_sdk.protocol import (
 from proxy import faults, logs
 from proxy.config import Settings
 from proxy.engine.identity import Identity
+from proxy.engine.leases import Leases
 from proxy.engine.metrics import Metrics
 from proxy.engine.registry import Registry
 from proxy.engine.tracing import AttemptTrace, Tracing
@@ -93,8 +94,11 @@ class Invoker:
         apply: Callable[[Effects], None],
         identity: Identity | None = None,
         tracing: Tracing | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self._settings = settings
+        #: The partitions this proxy drives: every write as an owner carries its fence.
+        self._leases = leases or Leases(None, settings.lease_time)
         #: Signs every attempt's request (None only in tests that exercise unsigned handlers).
         self._identity = identity
         #: Emits the spans of attempts and their steps (None: tracing is off, nothing is called).
@@ -149,15 +153,20 @@ class Invoker:
         )
 
     async def begin(self, invocation_id: str) -> InvocationRecord | None:
-        """Commit a new attempt of an invocation that is running or backing off, and send it."""
+        """Commit a new attempt of an invocation that is running or backing off, and send it
+        (nothing if another proxy owns its partition: that one does)."""
         self._timers.pop(invocation_id, None)
-        if invocation_id in self.active or self._closing:
+        if invocation_id in self.active or self._closing or not self._leases.owns(invocation_id):
             return None
         token, now = new_token(), self._clock.now_ms()
         try:
             record = await self._writer.submit(
-                lambda txn: self._machine.begin_attempt(txn, invocation_id, now=now, token=token)
+                lambda txn: self._machine.begin_attempt(txn, invocation_id, now=now, token=token),
+                self._leases.fence(invocation_id),
             )
+        except Fenced as exc:
+            log.info("no attempt of %s: %s", invocation_id, exc)
+            return None
         except ProxyError as exc:
             log.error("cannot start an attempt of %s: %s; retrying", invocation_id, exc)
             self._arm(invocation_id, self._settings.retry_initial_interval)
@@ -190,7 +199,8 @@ class Invoker:
         self._machine.check_entry_size(item, request.invocation_id)
         now = self._clock.now_ms()
         effects, journaled = await self._writer.submit(
-            lambda txn: self._machine.append(txn, request.invocation_id, request.attempt, request.token, item, now=now)
+            lambda txn: self._machine.append(txn, request.invocation_id, request.attempt, request.token, item, now=now),
+            self._leases.fence(request.invocation_id),
         )
         live.last_activity = self._clock.monotonic()
         if live.trace is not None:
@@ -308,7 +318,8 @@ class Invoker:
         now, next_token = self._clock.now_ms(), new_token()
         try:
             updated, effects, applied = await self._writer.submit(
-                lambda txn: self._machine.settle(txn, inv_id, attempt, token, result, now=now, next_token=next_token)
+                lambda txn: self._machine.settle(txn, inv_id, attempt, token, result, now=now, next_token=next_token),
+                self._leases.fence(inv_id),
             )
         except Fenced as exc:
             log.info("outcome of a stale attempt dropped: %s", exc)
@@ -343,6 +354,14 @@ class Invoker:
         handle = self._timers.pop(invocation_id, None)
         if handle is not None:
             handle.cancel()
+
+    def abandon_partitions(self, partitions: set[int]) -> int:
+        """Forget every attempt and armed retry of invocations in `partitions` (this proxy lost
+        them: their new owner resumes them from their journals). Returns how many."""
+        ids = [inv_id for inv_id in (*self.active, *self._timers) if self._leases.partition(inv_id) in partitions]
+        for inv_id in ids:
+            self.abandon(inv_id)
+        return len(set(ids))
 
     async def close(self) -> None:
         """Stop every timer and in-flight attempt; their state on disk is resumed at next start."""

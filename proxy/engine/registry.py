@@ -71,6 +71,8 @@ class Registry:
         self.deployments: dict[str, DeploymentRecord] = {}
         #: Carries out the effects of a registration (the runtime's `apply`: arm code schedules).
         self.on_effects: Callable[[Effects], None] = lambda effects: None
+        #: Called after a commit changed deployments or services (the runtime tells other proxies).
+        self.on_changed: Callable[[], None] = lambda: None
         #: The effective concurrency and rate limits by service (the code's or an operator's).
         #: Changed in place only: the machine holds its bound ``get`` (`limits_of`).
         self.flow: dict[str, ServiceLimits] = {}
@@ -86,6 +88,14 @@ class Registry:
             self.deployments = {dep.id: dep for dep in machine.deployments(txn)}
             self.services = {svc.name: svc for svc in machine.services(txn)}
         self.refresh_limits(self.services)
+
+    def reload(self) -> None:
+        """Read deployments, services and limits again (another proxy changed them)."""
+        machine = self.machine
+        assert machine is not None, "load() first"
+        self.load(machine)
+        for name in [name for name in self.flow if name not in self.services]:
+            del self.flow[name]
 
     def refresh_limits(self, names: Iterable[str]) -> None:
         """Recompute the effective limits of these services from their records and the store's
@@ -210,6 +220,7 @@ class Registry:
         for svc in services:
             self.services[svc.name] = svc
         self.on_effects(effects)
+        self.on_changed()
         names = [svc.name for svc in services]
         self.refresh_limits(names)
         # Limits the code raised or dropped let queued invocations go now.
@@ -250,6 +261,7 @@ class Registry:
             )
         moved = await self._writer.submit(lambda txn: machine.move_deployment(txn, deployment_id, uri))
         self.deployments[deployment_id] = moved
+        self.on_changed()
         log.info("moved deployment %s from %s to %s", deployment_id, current.uri, uri)
         return moved
 
@@ -276,6 +288,7 @@ class Registry:
             self.flow.pop(name, None)
         for svc in removal.moved_services:
             self.services[svc.name] = svc
+        self.on_changed()
         log.info(
             "removed deployment %s at %s%s: services removed: %s; moved to another deployment: %s",
             deployment_id, removal.deployment.uri,

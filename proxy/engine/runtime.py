@@ -8,6 +8,13 @@ residency) and serves the use cases on top of them. Every write goes the same wa
                                                       arm retries, poke the timer loop
 
 Reads go through `Machine`'s read functions over a read transaction. Nothing else holds state.
+
+On PostgreSQL several proxies share the work (`proxy.engine.leases`): effects for an invocation
+of a partition another proxy owns, and results other proxies' clients may wait for, go out as
+notices (`proxy.engine.notices`); the notices of the others come in through `_on_notice`. A
+partition taken over resumes its invocations (`_recover`); a partition lost stops them here.
+Every owner also reconciles its partitions now and then (`RECONCILE_INTERVAL`) and waiters
+re-read their invocation (`WAIT_POLL`), since a notice can be lost.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, cast
 
 from durable_core.effects import Effects
-from durable_core.errors import BadRequest, Conflict, NotFound, Unavailable
+from durable_core.errors import BadRequest, Conflict, NotFound, ProxyError, Unavailable
 from durable_core.flow import FlowGroup
 from durable_core.journal import new_seed
 from durable_core.keys import new_invocation_id
@@ -33,7 +40,9 @@ from proxy import faults
 from proxy.config import Settings
 from proxy.engine.identity import Identity, SigningKeyError
 from proxy.engine.invoker import Invoker
+from proxy.engine.leases import Leases
 from proxy.engine.metrics import Metrics
+from proxy.engine.notices import Notice, Notices
 from proxy.engine.registry import Registry
 from proxy.engine.residency import MapResidency
 from proxy.engine.schedules import Scheduler
@@ -47,12 +56,16 @@ from proxy.store.writer import Writer
 if TYPE_CHECKING:
     from proxy.store.postgres import PostgresStore
 
-__all__ = ["Runtime", "SqlSnapshot", "Target", "backend_of", "limits_of"]
+__all__ = ["RECONCILE_INTERVAL", "WAIT_POLL", "Runtime", "SqlSnapshot", "Target", "backend_of", "limits_of"]
 
 log = logging.getLogger("proxy.engine.runtime")
 
 #: Seconds `Runtime.start` keeps trying to reach PostgreSQL (a database starting alongside).
 _POSTGRES_START_WAIT = 10.0
+#: Several proxies: seconds between two checks of an owner's partitions for work no notice announced.
+RECONCILE_INTERVAL = 5.0
+#: Several proxies: seconds a waiting client's invocation is re-read when no notice came.
+WAIT_POLL = 2.0
 
 
 class Target:
@@ -119,7 +132,7 @@ def backend_of(settings: Settings) -> Backend:
     if settings.store:
         from proxy.store.postgres import PostgresStore
 
-        return PostgresStore(settings.store)
+        return PostgresStore(settings.store, settings.partitions)
     return Store(settings.data_dir, settings.map_size)
 
 
@@ -142,6 +155,15 @@ class Runtime:
         self.store = cast("Store", backend)
         self.writer = Writer(backend, settings.max_map_size)
         self.writer.on_commit = self.metrics.observe_commit
+        #: The partitions this proxy drives (all of them on LMDB).
+        self.leases = Leases(self.postgres, settings.lease_time)
+        self.leases.on_gained = self._gained
+        self.leases.on_lost = self._lost
+        self.writer.owner = self.leases.proxy_id
+        #: Notices to and from the other proxies (None on LMDB: there are none).
+        self.notices: Notices | None = None
+        if self.postgres is not None:
+            self.notices = Notices(self.postgres, self.leases.proxy_id, self._on_notice, self._reconcile_soon)
         #: The key that signs every request to a handler service (loaded by `start`).
         self.identity = Identity(settings, self.clock)
         self.registry = Registry(
@@ -150,15 +172,19 @@ class Runtime:
         self.machine = Machine(limits_of(settings), self.registry.resolve, limits_of=self.registry.limits_of())
         self.invoker = Invoker(
             settings, self.store, self.writer, self.machine, self.registry, self.transport, self.clock,
-            self.metrics, self.apply, self.identity,
+            self.metrics, self.apply, self.identity, leases=self.leases,
         )  # fmt: skip
         #: OpenTelemetry spans of invocations (None: tracing is off; see `proxy.engine.tracing`).
         self.tracing: Tracing | None = None
         self.use_tracing(tracing_from(settings.tracing, self.find))
-        self.timers = Timers(self.store, self.writer, self.machine, self.clock, self.apply, self.metrics)
+        self.timers = Timers(self.store, self.writer, self.machine, self.clock, self.apply, self.metrics, self.leases)
         self.schedules = Scheduler(self.store, self.writer, self.machine, self.clock, self.apply)
         self.registry.on_effects = self.apply
-        self.sweeper = Sweeper(self.store, self.writer, self.machine, self.clock, settings.sweep_interval)
+        self.registry.on_changed = self._registry_changed
+        self.sweeper = Sweeper(
+            self.store, self.writer, self.machine, self.clock, settings.sweep_interval,
+            leader=lambda: self.leases.owns_partition(0),
+        )  # fmt: skip
         self.residency = MapResidency(
             self.lmdb or Store(settings.data_dir, settings.map_size),  # not LMDB: never enabled (limit 0)
             self.writer,
@@ -201,7 +227,14 @@ class Runtime:
             index_missing = self.machine.pinned_index_missing(txn)
         if index_missing:
             await self.writer.submit(self.machine.index_pinned)
-        await self._recover()
+        if self.notices is not None:
+            self.notices.start()
+            # Listening before owning anything: no notice for a partition taken below is missed.
+            await asyncio.to_thread(self.notices.wait_listening, 5.0)
+            await self.leases.start()  # takes a share of the partitions: `_gained` resumes them
+            self._spawn(self._reconcile_loop())
+        else:
+            await self._recover()
         self.timers.start()
         self.sweeper.start()
         self._spawn(self.sweeper.apply_retention_logged())
@@ -221,6 +254,9 @@ class Runtime:
         await self.sweeper.close()
         await self.residency.close()
         await self.invoker.close()
+        await self.leases.close()  # hands the partitions over at once
+        if self.notices is not None:
+            await self.notices.close()
         if self.tracing is not None:
             await asyncio.to_thread(self.tracing.flush)  # the spans still queued (blocks: not in the loop)
         await self.writer.close()
@@ -247,18 +283,119 @@ class Runtime:
             await self.clock.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    async def _recover(self) -> None:
-        """Re-arm every invocation that was in flight when the last process stopped."""
-        running: list[str] = []
-        with self.store.read() as txn:
-            for record in self.machine.active(txn):
-                if record.status == "running":
-                    running.append(record.id)
-                elif record.status == "backing-off":
-                    self.invoker.schedule(record)
+    async def _recover(self, partitions: set[int] | None = None) -> None:
+        """Re-arm every invocation that was in flight when the last process stopped (or when the
+        last owner of `partitions` lost them), unless an attempt or retry of it is armed here."""
+        leases = self.leases
+
+        def idle(inv_id: str) -> bool:
+            if self.invoker.is_busy(inv_id):
+                return False
+            return partitions is None or leases.partition(inv_id) in partitions
+
+        def scan() -> tuple[list[str], list[InvocationRecord]]:
+            running: list[str] = []
+            backing_off: list[InvocationRecord] = []
+            with self.store.read() as txn:
+                for record in self.machine.active(txn, idle):
+                    if record.status == "running":
+                        running.append(record.id)
+                    elif record.status == "backing-off":
+                        backing_off.append(record)
+            return running, backing_off
+
+        # PostgreSQL: the scan is a round trip per row, so off the event loop.
+        running, backing_off = await asyncio.to_thread(scan) if self.postgres is not None else scan()
+        for record in backing_off:
+            if not self.invoker.is_busy(record.id):
+                self.invoker.schedule(record)
         if running:
             log.info("resuming %d in-flight invocations", len(running))
             await asyncio.gather(*(self.invoker.begin(inv_id) for inv_id in running))
+
+    # -- several proxies ------------------------------------------------------------------------
+
+    def _gained(self, partitions: set[int]) -> None:
+        """Partitions just taken: resume their work, fire their due timers."""
+        self._spawn(self._recover_logged(partitions))
+        self.timers.poke(0)
+
+    async def _recover_logged(self, partitions: set[int]) -> None:
+        """`_recover`, logging a failure (the reconciliation tries again)."""
+        try:
+            await self._recover(partitions)
+        except Exception as exc:  # noqa: BLE001 - a background task: the next round retries
+            log.warning("resuming the invocations of partitions %s failed: %s", sorted(partitions), exc)
+
+    def _lost(self, partitions: set[int]) -> None:
+        """Partitions lost (or handed back): their new owner resumes them; stop them here."""
+        dropped = self.invoker.abandon_partitions(partitions)
+        if dropped:
+            log.warning("stopped %d attempts of partitions now owned elsewhere", dropped)
+
+    def _reconcile_soon(self) -> None:
+        """Notices may have been lost (the listener reconnected): check the owned partitions now."""
+        self._spawn(self._recover_logged(set(self.leases.owned)))
+        self.timers.poke(0)
+        for inv_id in list(self._waiters):
+            self._spawn(self._wake_if_completed(inv_id))
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECONCILE_INTERVAL)
+            await self._recover_logged(set(self.leases.owned))
+
+    def _registry_changed(self) -> None:
+        if self.notices is not None:
+            self.notices.registry_changed()
+
+    def _on_notice(self, notice: Notice) -> None:
+        """What another proxy committed that concerns this one."""
+        for inv_id in notice.d:
+            if inv_id in self._waiters:
+                self._spawn(self._wake_if_completed(inv_id))
+            if inv_id in self.invoker.active:
+                self.invoker.abandon(inv_id)  # completed elsewhere: a cancel or kill fenced it
+        owned = [inv_id for inv_id in notice.r if self.leases.owns(inv_id)]
+        if owned:
+            self._spawn(self._run_notified(owned))
+        if notice.t is not None:
+            self.timers.poke(notice.t)
+        if notice.g:
+            try:
+                self.registry.reload()
+            except Exception as exc:  # noqa: BLE001 - the next notice or restart reloads it
+                log.warning("could not reload the deployments: %s", exc)
+
+    async def _read_record(self, invocation_id: str) -> InvocationRecord | None:
+        """The stored record, read off the event loop on PostgreSQL (None: not found)."""
+        if self.postgres is None:
+            return self.find(invocation_id)
+        return await asyncio.to_thread(self.find, invocation_id)
+
+    async def _wake_if_completed(self, invocation_id: str) -> None:
+        try:
+            record = await self._read_record(invocation_id)
+        except ProxyError:  # the store is down: the waiter's own polling reads it again
+            return
+        if record is not None and record.is_completed:
+            for future in self._waiters.get(invocation_id, ()):
+                if not future.done():
+                    future.set_result(record)
+
+    async def _run_notified(self, invocation_ids: list[str]) -> None:
+        """Send the attempts (or arm the retries) another proxy committed in owned partitions."""
+        for inv_id in invocation_ids:
+            try:
+                record = await self._read_record(inv_id)
+            except ProxyError:  # the store is down: the reconciliation picks it up later
+                return
+            if record is None or not self.leases.owns(inv_id):
+                continue
+            if record.status == "running":
+                self.invoker.launch(record)
+            elif record.status == "backing-off":
+                self.invoker.schedule(record)
 
     # -- effects ------------------------------------------------------------------------------------
 
@@ -282,12 +419,28 @@ class Runtime:
             for future in self._waiters.get(record.id, ()):
                 if not future.done():
                     future.set_result(record)
+        elsewhere: list[str] = []
+        owns = self.leases.owns
         for record in effects.launch:
-            self.invoker.launch(record)
+            if owns(record.id):
+                self.invoker.launch(record)
+            else:
+                elsewhere.append(record.id)
         for record in effects.retry:
-            self.invoker.schedule(record)
+            if owns(record.id):
+                self.invoker.schedule(record)
+            else:
+                elsewhere.append(record.id)
         if effects.wake_at is not None:
             self.timers.poke(effects.wake_at)
+        notices = self.notices
+        if notices is not None:
+            if effects.completed:
+                notices.completed([record.id for record in effects.completed])
+            if elsewhere:
+                notices.run(elsewhere)
+            if effects.wake_at is not None:
+                notices.timer(effects.wake_at)
 
     # -- invocations ----------------------------------------------------------------------------
 
@@ -570,7 +723,16 @@ class Runtime:
             "running_attempts": len(self.invoker.active),
             "timers_fired": self.timers.fired,
             "purged": self.sweeper.purged,
+            "cluster": self.cluster(),
         }
+
+    def cluster(self) -> dict[str, Any]:
+        """This proxy's leases, the live proxies and the notices (``GET /cluster``)."""
+        described = self.leases.describe()
+        if self.notices is not None:
+            described["notices"] = {"sent": self.notices.sent, "received": self.notices.received}
+            described["conflicts"] = self.writer.conflicts
+        return described
 
     def _storage_info(self) -> dict[str, Any]:
         """The ``storage`` part of `stats` on a store other than LMDB (its URL without password)."""
@@ -618,7 +780,15 @@ class Runtime:
             record = self.get(invocation_id)
             if record.is_completed:
                 return record
-            return await future
+            if self.notices is None:
+                return await future
+            while True:  # several proxies: a notice may be lost, so re-read now and then
+                try:
+                    return await asyncio.wait_for(asyncio.shield(future), WAIT_POLL)
+                except TimeoutError:
+                    again = await self._read_record(invocation_id)
+                    if again is not None and again.is_completed:
+                        return again
         finally:
             waiters.remove(future)
             if not waiters:

@@ -3,12 +3,16 @@
 Completed invocations are indexed by expiry time in the ``expiry`` database, so a sweep reads
 only what is due. Purged pages go back to LMDB's free list and are reused, so under a steady
 load the data file stops growing.
+
+With several proxies on one database, only the owner of partition 0 sweeps (`leader`): sweeps
+from every proxy would be correct, only racing each other for the same rows.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 
 from durable_core.machine import Machine
 from durable_core.txn import Backend
@@ -26,8 +30,17 @@ _BATCH = 500
 class Sweeper:
     """Runs `sweep` every `interval` seconds."""
 
-    def __init__(self, store: Backend, writer: Writer, machine: Machine, clock: Clock, interval: float) -> None:
+    def __init__(
+        self,
+        store: Backend,
+        writer: Writer,
+        machine: Machine,
+        clock: Clock,
+        interval: float,
+        leader: Callable[[], bool] = lambda: True,
+    ) -> None:
         self._store = store
+        self._leader = leader
         self._writer = writer
         self._machine = machine
         self._clock = clock
@@ -68,8 +81,11 @@ class Sweeper:
             log.exception("applying the retention to stored invocations failed")
 
     async def sweep(self) -> int:
-        """Purge every invocation whose retention has passed; returns how many."""
+        """Purge every invocation whose retention has passed; returns how many (none unless this
+        proxy is the one that sweeps)."""
         total = 0
+        if not self._leader():
+            return total
         while True:
             with self._store.read() as txn:
                 due = self._machine.due_expiries(txn, self._clock.now_ms(), _BATCH)

@@ -9,6 +9,10 @@ was down at the due time, and never again after the clock moves backwards. An in
 completes first has its pending sleep timers deleted by the transaction that completes it
 (`entries.finish`); a delayed start whose invocation was cancelled or killed meanwhile fires as a
 no-op.
+
+With several proxies on one database, each loop fires only the timers of the partitions its
+proxy owns (`proxy.engine.leases`), each partition's in a transaction fenced by its lease: a
+timer of a partition taken over meanwhile is left to its new owner, which fires it once.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import logging
 from collections.abc import Callable
 
 from durable_core.effects import Effects
+from durable_core.errors import Fenced
 from durable_core.machine import Machine, TimerFire
 from durable_core.txn import Backend
 from handlers_sdk.clock import Clock
 from proxy import faults
+from proxy.engine.leases import Leases
 from proxy.engine.metrics import Metrics
-from proxy.store.writer import Writer
+from proxy.store.writer import Fence, Writer
 
 __all__ = ["Timers"]
 
@@ -46,7 +52,9 @@ class Timers:
         clock: Clock,
         apply: Callable[[Effects], None],
         metrics: Metrics,
+        leases: Leases | None = None,
     ) -> None:
+        self._leases = leases
         self._store = store
         self._writer = writer
         self._machine = machine
@@ -79,8 +87,9 @@ class Timers:
             self._wake.clear()
             try:
                 now = self._clock.now_ms()
+                owns = self._leases.owns if self._leases is not None and self._leases.clustered else None
                 with self._store.read() as txn:
-                    due, next_due = self._machine.due_timers(txn, now, _BATCH)
+                    due, next_due = self._machine.due_timers(txn, now, _BATCH, owns)
                 if due:
                     await self._fire(due, now)
                     continue
@@ -104,7 +113,29 @@ class Timers:
             slept.cancel()
 
     async def _fire(self, due: list[TimerFire], now: int) -> None:
-        effects, dropped = await self._writer.submit(lambda txn: self._machine.fire_timers(txn, due, now=now))
+        leases = self._leases
+        if leases is None or not leases.clustered:
+            await self._fire_some(due, now, None)
+            return
+        by_partition: dict[int, list[TimerFire]] = {}
+        for fire in due:
+            by_partition.setdefault(leases.partition(fire.invocation_id), []).append(fire)
+        results = await asyncio.gather(
+            *(self._fire_owned(fires, now, leases) for fires in by_partition.values()),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, Fenced):
+                log.info("timers left to their partition's new owner: %s", result)
+            elif isinstance(result, BaseException):
+                raise result
+
+    async def _fire_owned(self, due: list[TimerFire], now: int, leases: Leases) -> None:
+        """Fire one partition's due timers as its owner (Fenced: it is not, or no longer)."""
+        await self._fire_some(due, now, leases.fence(due[0].invocation_id))
+
+    async def _fire_some(self, due: list[TimerFire], now: int, fence: Fence | None) -> None:
+        effects, dropped = await self._writer.submit(lambda txn: self._machine.fire_timers(txn, due, now=now), fence)
         for reason in dropped:
             log.info("%s", reason)
         faults.hit("timers.after_fire")

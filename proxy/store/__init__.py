@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from durable_core.errors import ProxyError, StorageFull, Unavailable
 
-__all__ = ["StoreFailure", "StoreFull", "StoreUnavailable"]
+__all__ = ["StoreConflict", "StoreFailure", "StoreFull", "StoreUnavailable"]
 
 
 class StoreFailure(ProxyError):
@@ -26,3 +26,8 @@ class StoreUnavailable(StoreFailure, Unavailable):
 
 class StoreFull(StoreFailure, StorageFull):
     """The store has no room left (507)."""
+
+
+class StoreConflict(StoreUnavailable):
+    """Another proxy's transaction changed rows this one read or wrote, and committed first: the
+    transaction is lost and must run again (the writer does; 503 if it keeps losing)."""

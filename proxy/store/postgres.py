@@ -13,25 +13,25 @@ Schema: created or migrated by `PostgresStore.open` under a transaction-scoped a
 version is the single row of ``durable_proxy.schema_version`` (`SCHEMA_VERSION`). A database
 migrated by a newer proxy is refused, not downgraded.
 
-One proxy per database (until partitions and leases, issue 12's next step): the writer's
-connection holds the session advisory lock `OWNER_LOCK`, as LMDB's data dir has its lock file. A
-second proxy is refused at start (`DatabaseInUse`, a `StoreLocked`); since the lock lives and
-dies with the connection that writes, a proxy whose connection broke takes it again before it
-writes again, and writes nothing (503) while another proxy holds it.
+Several proxies share one database. Each write transaction is one PostgreSQL transaction at
+REPEATABLE READ: its reads and its flush see one snapshot, and a row another proxy changed
+meanwhile fails the commit with a serialization failure (`StoreConflict`), which the writer
+answers by running the batch again. Every rule of the state machine that reads a row and decides
+writes that row (an idempotency key, an object's lock, a counter), so first-updater-wins is
+what keeps them exact across proxies. Which proxy drives which invocation is decided by the
+leases of `proxy.store.leases`; a transaction acting as owner locks its lease rows first (`hold`).
 
 Reads (`read`): a ``REPEATABLE READ READ ONLY`` transaction whose snapshot is taken when the block
 begins (as in LMDB), on a connection from a small pool.
 
 Writes (`begin`): the transaction buffers its writes in memory, one overlay per nesting level
 (`child` pushes one, its `commit` merges it into the parent's, `abort` drops it), and reads see
-the overlays over the committed rows. PostgreSQL sees only the reads and, at the top-level
+the overlays over the rows of its snapshot. PostgreSQL sees only the reads and, at the top-level
 `commit`, one flush: per database one ``INSERT ... SELECT FROM unnest(keys, values) ON CONFLICT
 DO UPDATE`` and one ``DELETE ... WHERE key = ANY(keys)``, in one transaction, with
 ``synchronous_commit`` at least ``on``: `commit` returns once the commit is durable. A request
 of the writer's batch that fails leaves nothing behind without a SAVEPOINT round trip or a
 subtransaction (measured: savepoints per request made a batch of 25 two to three times slower).
-Outside the flush the writer's connection is in autocommit: with one writer, a read there sees
-exactly what a READ COMMITTED transaction would (the last commit, which was its own).
 
 Failures: a psycopg error becomes a `proxy.store.StoreFailure` whose message never holds the
 password (`redact`): the database unreachable or the connection lost is `StoreUnavailable` (503);
@@ -49,29 +49,28 @@ import heapq
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from durable_core.partitions import DEFAULT_PARTITIONS, MAX_PARTITIONS
 from durable_core.txn import DBS
-from proxy.store import StoreFailure, StoreFull, StoreUnavailable
-from proxy.store.lmdb import StoreLocked
+from proxy.store import StoreConflict, StoreFailure, StoreFull, StoreUnavailable, leases
 
 __all__ = [
     "MAX_KEY_BYTES",
     "MIGRATION_LOCK",
-    "OWNER_LOCK",
     "SCHEMA",
     "SCHEMA_VERSION",
-    "DatabaseInUse",
     "PostgresRead",
     "PostgresStore",
     "PostgresTxn",
+    "StoreConflict",
     "is_postgres_url",
     "prefix_upper_bound",
     "redact",
@@ -81,11 +80,9 @@ log = logging.getLogger("proxy.store.postgres")
 
 SCHEMA = "durable_proxy"
 #: The schema this code reads and writes; `_MIGRATIONS[v - 1]` brings version v - 1 to v.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: ``pg_advisory_xact_lock`` key held while migrating ("durable" as a big-endian integer).
 MIGRATION_LOCK = int.from_bytes(b"durable", "big")
-#: ``pg_try_advisory_lock`` key the writer's connection holds for as long as it lives ("durable!").
-OWNER_LOCK = int.from_bytes(b"durable!", "big")
 #: LMDB's key size limit, enforced here too so that a rule that builds a longer key fails alike.
 MAX_KEY_BYTES = 511
 
@@ -111,10 +108,15 @@ _SESSION = "SET statement_timeout = '15s'; SET lock_timeout = '10s'; SET idle_in
 #: synchronous_commit values weaker than "on", raised to "on" (stronger ones are kept).
 _WEAK_COMMIT = {"off", "local", "remote_write"}
 _BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
+#: A write transaction: its first statement takes the snapshot its reads and its flush share.
+_BEGIN_WRITE = b"BEGIN ISOLATION LEVEL REPEATABLE READ"
+#: SQLSTATEs of a transaction that lost a race with another proxy's (run it again).
+_CONFLICT = {"40001", "40P01"}
 #: SQLSTATEs that mean "the database is not available now" (503, retry later) rather than a fault.
-_TRANSIENT = {"57014", "55P03", "40001", "40P01", "53300", "53400"}
+_TRANSIENT = {"57014", "55P03", "53300", "53400"}
 
 _Conn = psycopg.Connection[tuple[Any, ...]]
+T = TypeVar("T")
 
 
 #: What each schema version adds: its tables (``key bytea PRIMARY KEY, value bytea``). Frozen once
@@ -127,7 +129,10 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ),
     ("schedules", "held", "pinned"),
     ("flow", "flow_queue", "limits"),
+    (),  # version 4: the lease tables (`_DDL`), not key-value ones
 ]  # fmt: skip
+#: What a version creates besides its key-value tables.
+_DDL: dict[int, tuple[str, ...]] = {4: leases.DDL}
 if set(DBS) - {name for names in _MIGRATIONS for name in names} or len(_MIGRATIONS) != SCHEMA_VERSION:
     raise RuntimeError("every database of DBS needs its table, and SCHEMA_VERSION is len(_MIGRATIONS)")
 
@@ -545,8 +550,15 @@ class PostgresTxn:
         self._check_open()
         return PostgresTxn(self._store, self._session, [*self._layers, _Layer()], self._root or self)
 
+    def hold(self, owner: str, partitions: Collection[int]) -> dict[int, int]:
+        """Lock the lease rows of `partitions` until this transaction ends and return those `owner`
+        holds, with their epochs (the writer's fence: see `proxy.store.leases`)."""
+        self._check_open()
+        rows = self._session.rows(leases.FENCE, (owner, list(partitions)))
+        return {int(partition): int(epoch) for partition, epoch in rows}
+
     def commit(self) -> None:
-        """Nested: merge into the parent. Top level: flush every write in one durable transaction."""
+        """Nested: merge into the parent. Top level: flush every write and COMMIT (durably)."""
         self._check_open()
         self._ended = True
         if self._root is not None:
@@ -563,7 +575,10 @@ class PostgresTxn:
             return
         self._ended = True
         if self._root is None:
-            self._store._write_ended()
+            try:
+                self._store._rollback(self._session)
+            finally:
+                self._store._write_ended()
 
 
 class _FlushError(Exception):
@@ -589,23 +604,22 @@ def _connection_lost(conn: _Conn, exc: BaseException) -> bool:
     return isinstance(exc, psycopg.InterfaceError)
 
 
-class DatabaseInUse(StoreLocked):
-    """Another proxy holds the database (its writer's `OWNER_LOCK`)."""
-
-
 class PostgresStore:
     """The store over one PostgreSQL database (`durable_core.txn.Backend`).
 
     Args:
         url: ``postgresql://user:password@host:port/dbname`` (libpq URL; its parameters apply).
-        exclusive: hold `OWNER_LOCK` (a proxy); False only for tests and tools that open a
-            database a proxy may be using.
+        partitions: the partition count of a database this store creates (an existing one keeps
+            its own: `partitions` is then what it has).
     """
 
-    def __init__(self, url: str, exclusive: bool = True) -> None:
+    def __init__(self, url: str, partitions: int = DEFAULT_PARTITIONS) -> None:
         if not is_postgres_url(url):
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
-        self._exclusive = exclusive
+        if not 1 <= partitions <= MAX_PARTITIONS:
+            raise ValueError(f"partitions must be 1 to {MAX_PARTITIONS}")
+        #: How many partitions the database has (read from it by `open`).
+        self.partitions = partitions
         #: The URL as it may be shown (logs, errors, stats): the password replaced by ***.
         self.url = redact(url)
         params = conninfo_to_dict(url)
@@ -633,8 +647,8 @@ class PostgresStore:
             wait: keep trying to connect for up to this many seconds (a database starting too).
 
         Raises:
-            StoreUnavailable: the database cannot be reached. DatabaseInUse: another proxy
-            holds it. StoreFailure: the schema is newer than this proxy's, or the migration failed.
+            StoreUnavailable: the database cannot be reached. StoreFailure: the schema is newer
+            than this proxy's, or the migration failed.
         """
         deadline = time.monotonic() + wait
         while True:
@@ -647,10 +661,10 @@ class PostgresStore:
                 time.sleep(_PROBE_INTERVAL)
         try:
             self.schema_version = self._migrate(conn)
-            if self._exclusive and not self._lock_owner(conn):
-                raise DatabaseInUse(
-                    f"the database at {self.url} is in use by another proxy (one proxy per database for now)"
-                )
+            created_with = leases.partition_count(conn)
+            if created_with != self.partitions:
+                log.info("the database at %s has %d partitions (set when it was created)", self.url, created_with)
+            self.partitions = created_with
         except psycopg.Error as exc:
             conn.close()
             raise self.failure(exc, conn) from None
@@ -717,29 +731,37 @@ class PostgresStore:
             raise self.failure(exc, conn) from None
         return conn
 
-    def _lock_owner(self, conn: _Conn) -> bool:
-        """Take `OWNER_LOCK` on `conn` (False: another session holds it)."""
-        row = conn.execute(b"SELECT pg_try_advisory_lock(%b)", (OWNER_LOCK,)).fetchone()
-        return bool(row and row[0])
-
-    def _connect_writer(self) -> _Conn:
-        """A new connection for the writer, holding `OWNER_LOCK` when exclusive.
+    def connect(self) -> _Conn:
+        """A connection of its own (autocommit, the proxy's session settings) for work outside
+        the store seam: the leases and the notices between proxies. The caller closes it.
 
         Raises:
-            StoreUnavailable: no connection, or another proxy holds the lock meanwhile.
+            StoreUnavailable: it could not connect.
         """
-        conn = self._connect()
-        if not self._exclusive:
-            return conn
-        try:
-            owned = self._lock_owner(conn)
-        except psycopg.Error as exc:
-            conn.close()
-            raise self.failure(exc, conn) from None
-        if not owned:
-            conn.close()
-            raise StoreUnavailable(f"the database at {self.url} is in use by another proxy: writes are refused")
-        return conn
+        return self._connect()
+
+    def on_own_connection(self, holder: list[_Conn | None], work: Callable[[_Conn], T]) -> T:
+        """Run `work` on the connection `holder[0]` (opened if missing); a connection that died
+        while idle (the database restarted) is replaced and `work` run once more. A failure is a
+        `StoreFailure` that does not mark the store down (only its own connection broke).
+
+        Raises:
+            StoreFailure: `work` failed, or no connection could be opened.
+        """
+        for attempt in (1, 2):
+            conn = holder[0]
+            if conn is None or conn.closed or conn.broken:
+                conn = holder[0] = self._connect()
+            try:
+                return work(conn)
+            except psycopg.Error as exc:
+                lost = _connection_lost(conn, exc)
+                if lost:
+                    conn.close()
+                    holder[0] = None
+                if not (lost and attempt == 1):
+                    raise self.failure(exc, None) from None
+        raise AssertionError("unreachable")
 
     def _reason(self, exc: BaseException) -> str:
         """The first line of a driver error, the password (should it appear) replaced by ***."""
@@ -755,6 +777,8 @@ class PostgresStore:
         if conn is not None and _connection_lost(conn, exc):
             self._mark_down(reason)
             return StoreUnavailable(f"PostgreSQL at {self.url} is unavailable: {reason}")
+        if state in _CONFLICT:
+            return StoreConflict(f"PostgreSQL at {self.url}: a concurrent write won: {reason}")
         if state in _TRANSIENT:
             return StoreUnavailable(f"PostgreSQL at {self.url} is busy: {reason}")
         if state == "53100":
@@ -777,7 +801,9 @@ class PostgresStore:
             log.error("PostgreSQL at %s is unavailable: %s; reconnecting in the background", self.url, reason)
 
     def _reconnect(self) -> None:
-        """Background: try to connect until it works, then let callers in again."""
+        """Background: try to connect until it works, then let callers in again. It probes on
+        while the store is marked down again before it ends (a stale connection failing right
+        after the outage), so that no `_mark_down` finds it alive yet about to end."""
         while self._open:
             time.sleep(_PROBE_INTERVAL)
             try:
@@ -795,7 +821,13 @@ class PostgresStore:
             for old in stale:
                 old.close()
             log.warning("PostgreSQL at %s is reachable again", self.url)
-            return
+            time.sleep(_PROBE_INTERVAL)
+            with self._lock:
+                if self._down is None:
+                    self._probe = None
+                    return
+        with self._lock:
+            self._probe = None
 
     def _take(self) -> tuple[_Conn, bool]:
         """An idle read connection, or a new one (True: new)."""
@@ -858,12 +890,14 @@ class PostgresStore:
         try:
             conn, fresh = self._writer, False
             if conn is None or conn.closed or conn.broken:
-                conn, fresh = self._connect_writer(), True
+                conn, fresh = self._connect(), True
             self._writer = conn
+            session = _Session(self, conn, fresh, self._new_writer)
+            # Its first statement: a stale connection is replaced here, before any read.
+            session.execute(_BEGIN_WRITE, binary=False)
         except BaseException:
             self._writing = False
             raise
-        session = _Session(self, conn, fresh, self._new_writer)
         return PostgresTxn(self, session, [_Layer()], None)
 
     def get(self, db: str, key: bytes) -> bytes | None:
@@ -877,8 +911,18 @@ class PostgresStore:
             return txn.count(db)
 
     def _new_writer(self) -> _Conn:
-        self._writer = self._connect_writer()
+        self._writer = self._connect()
         return self._writer
+
+    def _rollback(self, session: _Session) -> None:
+        """End an aborted write transaction (a broken connection ends it by itself)."""
+        conn = session.conn
+        if conn.closed or conn.broken:
+            return
+        try:
+            conn.execute(b"ROLLBACK")
+        except psycopg.Error:
+            conn.close()
 
     def _write_ended(self) -> None:
         self._writing = False
@@ -889,19 +933,13 @@ class PostgresStore:
         Raises:
             StoreUnavailable: the connection broke (if during COMMIT, the outcome is unknown).
         """
-        if not layer.changes:
-            return
         try:
             self._write(session.conn, layer)
         except _FlushError as failed:
-            if failed.committing or not session.may_retry(failed.error):
-                raise self._flush_failure(failed) from None
-            session.reconnect()  # nothing was sent on the stale connection: once more
-            try:
-                self._write(session.conn, layer)
-            except _FlushError as again:
-                raise self._flush_failure(again) from None
-        session.used = True
+            # No second try on a new connection: the reads this flush depends on were made in the
+            # transaction that broke (a stale connection was replaced by `begin`, before them).
+            self._rollback(session)
+            raise self._flush_failure(failed) from None
 
     def _flush_failure(self, failed: _FlushError) -> StoreFailure:
         failure = self.failure(failed.error, failed.conn)
@@ -912,16 +950,16 @@ class PostgresStore:
     def _write(self, conn: _Conn, layer: _Layer) -> None:
         committing = False
         try:
-            with conn.transaction():
-                for db, changes in layer.changes.items():
-                    stmts = _SQL[db]
-                    keys = [key for key, value in changes.items() if value is not None]
-                    gone = [key for key, value in changes.items() if value is None]
-                    if keys:
-                        conn.execute(stmts.upsert, (keys, [changes[key] for key in keys]), binary=True)
-                    if gone:
-                        conn.execute(stmts.delete, (gone,), binary=True)
-                committing = True
+            for db, changes in layer.changes.items():
+                stmts = _SQL[db]
+                keys = [key for key, value in changes.items() if value is not None]
+                gone = [key for key, value in changes.items() if value is None]
+                if keys:
+                    conn.execute(stmts.upsert, (keys, [changes[key] for key in keys]), binary=True)
+                if gone:
+                    conn.execute(stmts.delete, (gone,), binary=True)
+            committing = True
+            conn.execute(b"COMMIT")
         except psycopg.Error as exc:
             raise _FlushError(exc, conn, committing) from None
 
@@ -954,6 +992,10 @@ class PostgresStore:
                             sql.Identifier(SCHEMA, name)
                         )
                     )
+                for statement in _DDL.get(version, ()):
+                    conn.execute(statement.encode())
+                if version == 4:
+                    leases.seed(conn, self.partitions)
                 log.info("PostgreSQL schema %s at %s migrated to version %d", SCHEMA, self.url, version)
             conn.execute(
                 sql.SQL(

@@ -10,9 +10,17 @@ The writer works over any `durable_core.txn.Backend`. What differs is how a batc
 * LMDB: a full map is grown (up to ``--max-map-size``) and the batch run again; past the
   largest map the requests are committed one by one so only those that do not fit get 507.
 * Any other backend (PostgreSQL): a `proxy.store.StoreFailure` raised while the batch runs is
-  the store's, not the request's: `StoreUnavailable` (database unreachable, connection lost)
-  fails the whole batch with 503 (the backend reconnects by itself); any other store failure
-  commits the requests one by one, so only the one that causes it fails.
+  the store's, not the request's: `StoreConflict` (another proxy's transaction won a race for a
+  row) runs the batch again, a few times, then its requests one by one; `StoreUnavailable`
+  (database unreachable, connection lost) fails the whole batch with 503 (the backend reconnects
+  by itself); any other store failure commits the requests one by one, so only the one that
+  causes it fails.
+
+Fences: a request submitted with a fence ``(partition, epoch)`` acts as the owner of that
+partition (`proxy.engine.leases`). Before running the batch, the writer locks the lease rows of
+the batch's fenced partitions in the same transaction (`hold`) and fails with `Fenced` every
+request whose partition this proxy no longer holds at that epoch, so an owner that lost a
+partition commits nothing for it, whatever its own clock or memory says.
 """
 
 from __future__ import annotations
@@ -20,38 +28,56 @@ from __future__ import annotations
 import asyncio
 import logging
 import queue
+import random
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from collections.abc import Callable, Collection
+from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import lmdb
 
-from durable_core.errors import ProxyError, StorageFull, Unavailable
+from durable_core.errors import Fenced, ProxyError, StorageFull, Unavailable
 from durable_core.txn import Backend, Txn
 from proxy import faults
-from proxy.store import StoreFailure, StoreUnavailable
+from proxy.store import StoreConflict, StoreFailure, StoreUnavailable
 from proxy.store.lmdb import Store
 
-__all__ = ["WriteFn", "Writer"]
+__all__ = ["Fence", "Holding", "WriteFn", "Writer"]
 
 T = TypeVar("T")
 log = logging.getLogger("proxy.store.writer")
 
 
 WriteFn = Callable[[Txn], Any]
+#: (partition, epoch) a request acts as the owner of.
+Fence = tuple[int, int]
+#: Runs of a batch that lost a race with another proxy before its requests are tried one by one.
+_CONFLICT_RETRIES = 6
+
+
+@runtime_checkable
+class Holding(Protocol):
+    """A write transaction that can lock lease rows (PostgreSQL's: `PostgresTxn.hold`)."""
+
+    def hold(self, owner: str, partitions: Collection[int]) -> dict[int, int]:
+        """Lock `partitions`' lease rows until the transaction ends; those `owner` holds, by epoch."""
+        ...
+
 
 #: Raised while a request runs, these fail its batch, not the request (see the module docstring).
 _BATCH_FAILURES = (lmdb.MapFullError, StoreFailure)
 
 
 class _Request:
-    __slots__ = ("error", "fn", "future", "loop", "result")
+    __slots__ = ("error", "fence", "fn", "future", "loop", "result")
 
-    def __init__(self, fn: WriteFn, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, fn: WriteFn, future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop, fence: Fence | None = None
+    ) -> None:
         self.fn = fn
         self.future = future
         self.loop = loop
+        self.fence = fence
         self.result: Any = None
         self.error: BaseException | None = None
 
@@ -117,6 +143,10 @@ class Writer:
         self.batched = 0
         #: Called after every commit with (seconds, requests in the batch); set by the runtime.
         self.on_commit: Callable[[float, int], None] | None = None
+        #: This proxy's id in the lease table: fenced requests act as it (set by the runtime).
+        self.owner = ""
+        #: Batches run again after losing a race with another proxy.
+        self.conflicts = 0
 
     def start(self) -> None:
         """Start the writer thread."""
@@ -127,13 +157,23 @@ class Writer:
         """Requests waiting for the writer thread now (the ingress sheds load past a bound)."""
         return self._queue.qsize()
 
-    async def submit(self, fn: Callable[[Txn], T]) -> T:
+    async def submit(self, fn: Callable[[Txn], T], fence: Fence | None = None) -> T:
         """Run `fn` in a write transaction. Returns after commit with `fn`'s result.
+
+        Args:
+            fence: act as the owner of this partition at this epoch: `fn` runs only if the lease
+                table says so in the same transaction.
 
         Raises:
             ProxyError: whatever `fn` raised (its writes are discarded), or StorageFull.
+            Fenced: this proxy does not hold `fence`.
         """
-        return cast("T", await self._enqueue(_Request, fn))
+        if self._closed:
+            raise Unavailable("the proxy is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.put(_Request(fn, future, loop, fence))
+        return cast("T", await future)
 
     async def call(self, fn: Callable[[], T]) -> T:
         """Run `fn` on the writer thread between two transactions; returns its result.
@@ -230,6 +270,18 @@ class Writer:
     def _commit_any(self, batch: list[_Request]) -> None:
         """Commit `batch` on a backend other than LMDB (see the module docstring)."""
         try:
+            for attempt in range(_CONFLICT_RETRIES):
+                try:
+                    self._try_commit(batch)
+                    return
+                except StoreConflict:
+                    self.conflicts += 1
+                    # Apart from the proxy it raced with, in time: a few ms, more each time.
+                    time.sleep(random.uniform(0.0005, 0.002) * (attempt + 1))
+            if len(batch) > 1:
+                for request in batch:
+                    self._commit_any([request])
+                return
             self._try_commit(batch)
         except StoreUnavailable as exc:
             for request in batch:
@@ -241,6 +293,14 @@ class Writer:
             log.warning("a commit of %d writes failed (%s): committing them one by one", len(batch), exc)
             for request in batch:
                 self._commit_any([request])
+
+    def _hold(self, txn: Txn, batch: list[_Request]) -> dict[int, int] | None:
+        """Lock the lease rows of the batch's fenced partitions (None: no fences, or a store with
+        one proxy, where every fence holds)."""
+        partitions = {request.fence[0] for request in batch if request.fence is not None}
+        if not partitions or not isinstance(txn, Holding):
+            return None
+        return txn.hold(self.owner, partitions)
 
     def _fail(self, batch: list[_Request], exc: lmdb.Error) -> None:
         # Disk full (ENOSPC / EFBIG) and the like: nothing of the batch is durable.
@@ -264,7 +324,13 @@ class Writer:
         started = time.perf_counter()
         txn = self._store.begin()
         try:
+            held = self._hold(txn, batch)
             for request in batch:
+                fence = request.fence
+                if fence is not None and held is not None and held.get(fence[0]) != fence[1]:
+                    request.result = None
+                    request.error = Fenced(f"partition {fence[0]} is no longer owned by this proxy (epoch {fence[1]})")
+                    continue
                 child = txn.child()
                 try:
                     request.result = request.fn(child)

@@ -1,8 +1,10 @@
 """The PostgreSQL store (`proxy.store.postgres`) beyond the conformance suite, on the session's
 private cluster (`tests.postgres`; skipped with the reason where PostgreSQL is missing).
 
-The schema: created once by stores opening at once, a newer schema refused, one proxy per
-database (`DatabaseInUse`, a `StoreLocked`). Connections: an unreachable database or a wrong
+The schema: created once by stores opening at once, a newer schema refused. Several stores on
+one database: a write that raced another store's is a `StoreConflict`; the lease fence
+(`PostgresTxn.hold`) sees only this proxy's partitions and keeps a takeover off them until it
+commits. Connections: an unreachable database or a wrong
 password is `StoreUnavailable` without the secret in the message; connections killed while idle
 (a database restart between two requests) are replaced without an error. The runtime on it: an
 in-process proxy with steps, object state, an idempotency key and a fake-clock sleep; the
@@ -28,8 +30,7 @@ from durable_core.txn import DBS, Txn
 from handlers_sdk import Context, ObjectContext, Service, VirtualObject
 from handlers_sdk.clock import FakeClock
 from proxy.config import settings_from
-from proxy.store import StoreFailure, StoreUnavailable
-from proxy.store.lmdb import StoreLocked
+from proxy.store import StoreConflict, StoreFailure, StoreUnavailable, leases
 from proxy.store.postgres import (
     SCHEMA,
     SCHEMA_VERSION,
@@ -103,7 +104,7 @@ def test_store_setting_takes_a_postgresql_url_from_flag_or_env() -> None:
 
 def test_stores_opening_at_once_create_the_schema_once(url: str, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="proxy.store.postgres")
-    stores = [PostgresStore(url, exclusive=False) for _ in range(4)]
+    stores = [PostgresStore(url) for _ in range(4)]
     barrier = threading.Barrier(len(stores))
     errors: list[BaseException] = []
 
@@ -156,13 +157,14 @@ def test_a_version_1_schema_is_migrated_to_every_table_of_now(url: str) -> None:
     store.open()
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in sorted(set(DBS) - _VERSION_1_TABLES):
+        for name in sorted(set(DBS) - _VERSION_1_TABLES) + ["members", "leases", "cluster"]:
             conn.execute(f"DROP TABLE {SCHEMA}.{name}")
         conn.execute(f"UPDATE {SCHEMA}.schema_version SET version = 1")
     migrated = PostgresStore(url)
     migrated.open()
     try:
         assert migrated.schema_version == SCHEMA_VERSION
+        assert migrated.partitions == 16
         txn = migrated.begin()
         txn.put("schedules", b"k", b"v")
         txn.commit()
@@ -172,15 +174,57 @@ def test_a_version_1_schema_is_migrated_to_every_table_of_now(url: str) -> None:
         migrated.close()
 
 
-def test_one_proxy_per_database(url: str, opened: PostgresStore) -> None:
-    """A second exclusive store is refused as a locked LMDB data dir is; once the first closes
-    (its writer's connection, which holds the lock), it opens."""
-    second = PostgresStore(url)
-    with pytest.raises(StoreLocked, match="in use by another proxy"):
-        second.open()
-    opened.close()
-    second.open()
-    second.close()
+def test_a_write_that_raced_another_store_is_a_conflict(url: str, opened: PostgresStore) -> None:
+    """Two proxies' writers on one database: each reads a row and writes it; the one that commits
+    second read a row the first changed, and its whole transaction fails (the writer runs it again)."""
+    other = PostgresStore(url)
+    other.open()
+    try:
+        setup = opened.begin()
+        setup.put("meta", b"counter", b"0")
+        setup.commit()
+        first, second = opened.begin(), other.begin()
+        assert first.get("meta", b"counter") == b"0" and second.get("meta", b"counter") == b"0"
+        first.put("meta", b"counter", b"1")
+        first.commit()
+        second.put("meta", b"counter", b"1")
+        with pytest.raises(StoreConflict, match="a concurrent write won"):
+            second.commit()
+        assert other.get("meta", b"counter") == b"1"
+        again = other.begin()  # run again: it sees the first one's write
+        assert again.get("meta", b"counter") == b"1"
+        again.put("meta", b"counter", b"2")
+        again.commit()
+        assert opened.get("meta", b"counter") == b"2"
+    finally:
+        other.close()
+
+
+def test_the_fence_sees_only_this_proxys_partitions_and_holds_off_a_takeover(url: str, opened: PostgresStore) -> None:
+    conn = opened.connect()
+    try:
+        leases.heartbeat(conn, "proxy-a", 60_000)
+        taken = leases.take(conn, "proxy-a", 3)
+        assert len(taken) == 3 and all(epoch == 1 for epoch in taken.values())
+        mine = sorted(taken)
+        txn = opened.begin()
+        assert txn.hold("proxy-a", [*mine, 99]) == dict(taken)
+        assert txn.hold("proxy-b", mine) == {}
+        # proxy-a's heartbeat "expires": proxy-b may take its partitions, except those locked
+        # by proxy-a's open transaction, which it skips rather than waiting for.
+        conn.execute("UPDATE durable_proxy.members SET expires_at = now() - interval '1 second'")
+        leases.heartbeat(conn, "proxy-b", 60_000)
+        took = leases.take(conn, "proxy-b", 16)
+        assert not set(took) & set(mine) and len(took) == 16 - 3
+        txn.put("inputs", b"k", b"v")
+        txn.commit()
+        took = leases.take(conn, "proxy-b", 16)  # unlocked now
+        assert sorted(took) == mine and all(epoch == 2 for epoch in took.values())
+        txn = opened.begin()
+        assert txn.hold("proxy-a", mine) == {}  # proxy-a's writes as owner would be fenced
+        txn.abort()
+    finally:
+        conn.close()
 
 
 # -- connections ------------------------------------------------------------------------------------
@@ -224,15 +268,13 @@ def test_connections_killed_while_idle_are_replaced_without_an_error(url: str, o
     time.sleep(0.2)
     with opened.read() as read:  # the pooled connection is dead: replaced, no error
         assert read.get("inputs", b"k") == b"1"
-    txn = opened.begin()  # the writer's too, and it takes the lock again
+    txn = opened.begin()  # the writer's too
     assert txn.get("inputs", b"k") == b"1"
     txn.put("inputs", b"k2", b"2")
     txn.commit()
     assert opened.get("inputs", b"k2") == b"2"
-    with pytest.raises(StoreLocked):
-        PostgresStore(url).open()
     assert _terminate_others(url) >= 1
-    txn = opened.begin()  # no read first: the flush itself reconnects
+    txn = opened.begin()  # no read first: its BEGIN reconnects
     txn.put("inputs", b"k3", b"3")
     txn.commit()
     assert opened.count("inputs") == 3

@@ -154,31 +154,37 @@ def test_database_down_gives_503_and_the_proxy_recovers(cluster: Cluster, pg_clu
     _assert_no_secret(proxy)
 
 
-def test_two_proxies_starting_together_migrate_once_and_one_of_them_serves(cluster: Cluster, pg_url: str) -> None:
+def test_two_proxies_starting_together_migrate_once_and_share_the_partitions(cluster: Cluster, pg_url: str) -> None:
     """Two proxies started at once on a fresh database: the schema is created exactly once (the
-    migration's advisory lock), and only one proxy may use the database (step 1 of issue 12:
-    no partitions yet): the other exits at start saying so, as on a locked LMDB data dir."""
+    migration's advisory lock), both serve, and they split the partitions between them; once one
+    stops (SIGTERM hands its leases back), the other owns them all and still serves."""
     handler = cluster.handler()
     proxies = [
         cluster.proxy([handler], env={"PROXY_STORE": pg_url}, name=name, start=False) for name in ("first", "second")
     ]
     for proxy in proxies:
         proxy.start()
-    poll(lambda: sum(1 for p in proxies if not p.alive) == 1, 30, message="one of the two proxies to exit")
-    (serving,) = [p for p in proxies if p.alive]
-    (refused,) = [p for p in proxies if not p.alive]
-    assert refused.wait(5) == 2, "refused as on a locked LMDB data dir (exit code 2)"
-    assert "in use by another proxy" in refused.log_tail()
-    serving.wait_ready(["Ledger"])
-    response = serving.call("Ledger/run", {"steps": 2})
-    assert response.status_code == 200, response.text
+    for proxy in proxies:
+        proxy.wait_ready(["Ledger"])
+
+    def owned(proxy: ProxyProc) -> set[int]:
+        view = proxy.http.get(f"{proxy.admin}/cluster", timeout=5).json()
+        return {lease["partition"] for lease in view["owned"]}
+
+    def split() -> bool:
+        first, second = owned(proxies[0]), owned(proxies[1])
+        return bool(first) and bool(second) and not first & second and len(first | second) == 16
+
+    poll(split, 20, message="the two proxies to split the 16 partitions")
+    for proxy in proxies:
+        response = proxy.call("Ledger/run", {"steps": 2})
+        assert response.status_code == 200, response.text
     logs = "".join(p.log_path.read_text() for p in proxies)
     assert logs.count("migrated to version 1") == 1, "the schema must be created exactly once"
     for proxy in proxies:
         assert PASSWORD not in proxy.log_path.read_text()
 
-    # Once the serving proxy is gone, the other one starts on the same database.
-    serving.terminate()
-    refused.restart(services=["Ledger"])
-    assert refused.call("Ledger/run", {"steps": 1}).status_code == 200
-    _assert_no_secret(refused)
+    proxies[0].terminate()
+    poll(lambda: len(owned(proxies[1])) == 16, 10, message="the survivor to own every partition")
+    assert proxies[1].call("Ledger/run", {"steps": 1}).status_code == 200
+    _assert_no_secret(proxies[1])

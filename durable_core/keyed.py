@@ -80,6 +80,9 @@ def admit(
         lock = object_hash(record.service, record.key)
         holder = txn.get("locks", lock)
         if holder is not None and holder.decode("ascii") != record.id:
+            # Queued on the strength of the lock row: write it, so that a release racing this
+            # (it frees the lock when it finds the inbox empty) conflicts with it (`rows.touch`).
+            txn.put("locks", lock, holder)
             raw_seq = txn.get("meta", _INBOX_SEQ)
             seq = (_BE64.unpack(raw_seq)[0] if raw_seq else 0) + 1
             txn.put("meta", _INBOX_SEQ, _BE64.pack(seq))

@@ -13,8 +13,9 @@ import msgspec
 from durable_core.effects import Effects
 from durable_core.flow import announce
 from durable_core.keyed import admit
+from durable_core.keys import invocation_key
 from durable_core.records import InvocationRecord, ServiceLimits
-from durable_core.rows import put_record, read_record
+from durable_core.rows import put_record, read_record, touch
 from durable_core.txn import Txn
 
 __all__ = ["SCHEDULE_HEADER", "hold", "release"]
@@ -25,6 +26,9 @@ SCHEDULE_HEADER = "x-durable-schedule"
 
 def hold(txn: Txn, record: InvocationRecord, behind: str, now: int) -> InvocationRecord:
     """`record`, pending behind the invocation `behind` (its rows are the caller's to write)."""
+    # Held because `behind` has not completed: write its record, so that its completion racing
+    # this (which finds nothing held yet) conflicts with it (`rows.touch`).
+    touch(txn, "invocations", invocation_key(behind))
     txn.put("held", behind.encode("ascii"), record.id.encode("ascii"))
     return msgspec.structs.replace(record, status="pending", token="", modified_ms=now)
 

@@ -8,7 +8,9 @@ from durable_core.records import InvocationRecord, decode_record, encode_record
 from durable_core.txn import ReadTxn, Txn
 from handlers_sdk.protocol import COMPLETABLE, Entry, JournalItem, decode_item
 
-__all__ = ["is_completed", "journal_items", "journal_rows", "put_record", "read_entry", "read_input", "read_record"]
+__all__ = [
+    "is_completed", "journal_items", "journal_rows", "put_record", "read_entry", "read_input", "read_record", "touch",
+]  # fmt: skip
 
 
 def read_record(txn: ReadTxn, invocation_id: str) -> InvocationRecord | None:
@@ -53,3 +55,16 @@ def is_completed(txn: ReadTxn, invocation_id: str, index: int) -> bool:
     """True if the entry at `index` exists and has been completed by the proxy."""
     entry = read_entry(txn, invocation_id, index)
     return isinstance(entry, COMPLETABLE) and entry.completed
+
+
+def touch(txn: Txn, db: str, key: bytes) -> None:
+    """Write a row again with its own value (nothing if it is missing).
+
+    For a rule that reads a row, decides from it, and writes only elsewhere: on a store where
+    several proxies write at once (PostgreSQL, snapshot isolation: the first writer of a row wins,
+    the other transaction runs again), the row it decided from must be one it writes, or a
+    concurrent change of that row would go unseen (write skew). On LMDB, a harmless extra put.
+    """
+    value = txn.get(db, key)
+    if value is not None:
+        txn.put(db, key, value)

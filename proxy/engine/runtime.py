@@ -511,7 +511,7 @@ class Runtime:
         failure = self.machine.duplicate_call_failure(record, created)
         if failure is not None:
             return record, failure
-        return await self.wait(record.id), None
+        return await self.wait(record.id, known=record if created else None), None
 
     async def accept_awakeable(self, awakeable: str, value: bytes | None, failure: Failure | None) -> None:
         """Resolve or reject an awakeable as Restate's ingress does (`Machine.accept_awakeable`: a
@@ -774,8 +774,12 @@ class Runtime:
 
     # -- waiting for results ------------------------------------------------------------------------
 
-    async def wait(self, invocation_id: str) -> InvocationRecord:
+    async def wait(self, invocation_id: str, known: InvocationRecord | None = None) -> InvocationRecord:
         """Wait until the invocation is completed and return its record.
+
+        Args:
+            known: its record as this proxy just committed it, not completed (a call that just
+                created it: no completion can come before this wait registers, so no read).
 
         Raises:
             Unavailable: the proxy is shutting down (the invocation goes on after the restart).
@@ -791,7 +795,7 @@ class Runtime:
         waiters = self._waiters.setdefault(invocation_id, [])
         waiters.append(future)
         try:
-            record = self.get(invocation_id)
+            record = known if known is not None and not known.is_completed else self.get(invocation_id)
             if record.is_completed:
                 return record
             if self.notices is None:

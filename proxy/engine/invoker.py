@@ -224,12 +224,19 @@ class Invoker:
             if self.active.get(record.id) is live:
                 del self.active[record.id]
 
-    def _request_body(self, record: InvocationRecord) -> bytes:
+    def _read_attempt(self, record: InvocationRecord) -> tuple[list[bytes], bytes, dict[str, bytes]]:
+        """What an attempt's request carries from the store: journal rows, input, state."""
         machine = self._machine
         with self._store.read() as txn:
             rows = machine.journal(txn, record.id)
             body = machine.input(txn, record.id)
             state = machine.state(txn, record.service, record.key) if record.keyed else {}
+        return rows, body, state
+
+    def _request_body(
+        self, record: InvocationRecord, read: tuple[list[bytes], bytes, dict[str, bytes]] | None = None
+    ) -> bytes:
+        rows, body, state = read if read is not None else self._read_attempt(record)
         if self.tracing is not None:
             self.tracing.resumed(record, rows, self._clock.now_ms())
         request = InvokeRequest(
@@ -258,7 +265,12 @@ class Invoker:
             return AttemptFailure(Failure(code=503, message=f"no deployment serves {record.service}"))
         path = f"/invoke/{record.service}/{record.handler}"
         url = deployment.uri + path
-        body = self._request_body(record)
+        if self._leases.clustered:
+            # PostgreSQL: three reads of round trips each, off the event loop (the attempt's task
+            # waits; the loop serves the others meanwhile).
+            body = self._request_body(record, await asyncio.to_thread(self._read_attempt, record))
+        else:
+            body = self._request_body(record)
         # Signed per attempt: the signature covers the body (journal, token, callback URL) and
         # expires, so the request of one attempt cannot be replayed later or to another service.
         headers = self._identity.headers("POST", path, body, deployment.uri) if self._identity else None

@@ -1,6 +1,9 @@
 """Failure matrix #1-#3 and #24: the proxy dies (SIGKILL, a crash point, SIGTERM) with clients and
 handlers busy. Every acknowledged answer survives unchanged, unknown ops resolve to one invocation
-with their idempotency key, failed ops leave nothing behind, and no journaled step re-runs."""
+with their idempotency key, failed ops leave nothing behind, and no journaled step re-runs.
+
+SIGKILL and SIGTERM under load run on both stores: LMDB, and PostgreSQL (a fresh database of the
+session's private cluster, `tests.postgres`; skipped with the reason where it is missing)."""
 
 from __future__ import annotations
 
@@ -13,17 +16,29 @@ import pytest
 
 from tests.acceptance.workload import Workload, check_history
 from tests.e2e.harness import Cluster, Op, poll
+from tests.postgres import PgCluster, pg_cluster
+
+__all__ = ["pg_cluster"]
 
 pytestmark = pytest.mark.acceptance
 
 JOB = {"steps": 3, "sleep": 0.01}
 
 
-def test_proxy_sigkill_under_load(cluster: Cluster) -> None:
+@pytest.fixture(params=["lmdb", "postgresql"])
+def store_env(request: pytest.FixtureRequest) -> dict[str, str]:
+    """The proxy's environment for a store: LMDB in its data dir, or a fresh PostgreSQL database."""
+    if request.param == "lmdb":
+        return {}
+    postgres: PgCluster = request.getfixturevalue("pg_cluster")
+    return {"PROXY_STORE": postgres.fresh_database("acceptance")}
+
+
+def test_proxy_sigkill_under_load(cluster: Cluster, store_env: dict[str, str]) -> None:
     """#1: concurrency 16, SIGKILL at a random 0.3-1.5 s, restart, more load, then the checkers."""
     rng = random.Random(cluster.seed)
     handler = cluster.handler()
-    proxy = cluster.proxy([handler])
+    proxy = cluster.proxy([handler], env=store_env)
     load = Workload(proxy, cluster.history, concurrency=16, job=JOB, seed=cluster.seed)
     with load.running():
         time.sleep(rng.uniform(0.3, 1.5))  # the nemesis' schedule, not an assertion
@@ -95,10 +110,10 @@ def test_crash_point(cluster: Cluster, fault: str) -> None:
     assert len(cluster.ledger.invocations()) == len(cluster.history.ops)
 
 
-def test_sigterm_under_load_loses_nothing(cluster: Cluster) -> None:
+def test_sigterm_under_load_loses_nothing(cluster: Cluster, store_env: dict[str, str]) -> None:
     """#24: SIGTERM under load: exit 0 after draining, then the same checkers as for SIGKILL."""
     handler = cluster.handler()
-    proxy = cluster.proxy([handler])
+    proxy = cluster.proxy([handler], env=store_env)
     load = Workload(proxy, cluster.history, concurrency=16, job={**JOB, "sleep": 0.05}, seed=cluster.seed)
     with load.running():
         poll(lambda: len(cluster.history.by_outcome("ok")) >= 20, 20, message="20 ok ops")

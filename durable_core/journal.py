@@ -36,6 +36,7 @@ from durable_core.records import (
 )
 from durable_core.rows import put_record, read_entry, read_record
 from durable_core.txn import Txn
+from handlers_sdk.ids import legacy_child_invocation_id
 from handlers_sdk.protocol import (
     COMPLETABLE,
     NULL,
@@ -182,7 +183,8 @@ def _child(
     effects: Effects, seed: Callable[[], int], limits_of: flow.LimitsOf,
 ) -> Failure | None:  # fmt: skip
     """Create the child invocation of a call or send entry; a Failure if its target is unknown."""
-    if entry.invocation_id != child_invocation_id(parent.id, index):
+    # The rule of SDKs before Restate's id format too: an SDK not upgraded yet keeps working.
+    if entry.invocation_id not in (child_invocation_id(parent.id, index), legacy_child_invocation_id(parent.id, index)):
         raise BadRequest(f"entry {index}: child id must be child_invocation_id(parent, index)")
     try:
         deployment, kind, service_type = resolve(entry.service, entry.handler)
@@ -311,6 +313,9 @@ def _promise_entry(
         if promise is None or not promise.completed:
             waiter = promise_key(record.service, record.key, entry.name) + journal_key(record.id, index)
             txn.put("promise_waiters", waiter, b"")
+            # Waiting because the promise is not completed: write its row (a pending one if there is
+            # none), so that a completion racing this, which finds no waiter yet, conflicts with it.
+            write_promise(txn, record.service, record.key, promise or PromiseRecord(name=entry.name))
             waits = [*record.promise_waits, (entry.name, index)]
             return msgspec.structs.replace(entry, completed=False, seq=0), msgspec.structs.replace(
                 record, promise_waits=waits

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import os
 import struct
+
+from handlers_sdk import ids
 
 __all__ = [
     "START_INDEX",
@@ -29,11 +30,9 @@ START_INDEX = 0xFFFFFFFF
 
 
 def new_invocation_id(now_ms: int, entropy: bytes | None = None) -> str:
-    """A fresh ``inv_...`` id: 48-bit milliseconds then 80 random bits, so ids sort by creation."""
-    raw = now_ms.to_bytes(6, "big") + (entropy if entropy is not None else os.urandom(10))
-    # base32hex ("0-9a-v"), not standard base32: its alphabet is in ASCII order, so the string
-    # order of two ids is the numeric order of their bytes (standard base32 puts "2-7" first).
-    return "inv_" + base64.b32hexencode(raw).decode("ascii").rstrip("=").lower()
+    """A fresh id in Restate's format (`handlers_sdk.ids`): its string order is the creation order,
+    its uuid a ULID of `now_ms` and 80 bits of `entropy` (random when not given)."""
+    return ids.new_invocation_id(now_ms, entropy if entropy is not None else os.urandom(10))
 
 
 def invocation_key(invocation_id: str) -> bytes:

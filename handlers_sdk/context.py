@@ -329,9 +329,17 @@ class Context:
         """
         return self._call(service, handler, arg, key, _hint(type_hint, result_type))
 
+    def _child_id(self, index: int) -> str:
+        """The id of the child a call or send at `index` starts: the journaled one on a replay (an
+        entry journaled before the id format changed keeps its id), else derived from this id."""
+        recorded = self._attempt.replay.recorded(index)
+        if isinstance(recorded, CallEntry | SendEntry):
+            return recorded.invocation_id
+        return child_invocation_id(self.invocation_id, index)
+
     def _call(self, service: str, handler: str, arg: Any, key: str, type_hint: Any) -> CallFuture[Any]:
         index = self._attempt.replay.next_index
-        child = child_invocation_id(self.invocation_id, index)
+        child = self._child_id(index)
         attempted = CallEntry(
             service=service, handler=handler, key=key, input=msgspec.Raw(to_json(arg)), invocation_id=child
         )
@@ -358,7 +366,7 @@ class Context:
         """Start `service`/`handler` without waiting for it, optionally after `send_delay` (durable
         like a timer)."""
         index = self._attempt.replay.next_index
-        child = child_invocation_id(self.invocation_id, index)
+        child = self._child_id(index)
         delay_ms = _ms(send_delay) if send_delay else 0
         attempted = SendEntry(
             service=service,

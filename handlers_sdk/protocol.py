@@ -10,11 +10,11 @@ ignore bumps `PROTOCOL_VERSION`.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 from typing import Any, Literal
 
 import msgspec
+
+from handlers_sdk.ids import child_invocation_id
 
 __all__ = [
     "ACK_PATH",
@@ -430,12 +430,6 @@ class Manifest(_Wire, frozen=True, kw_only=True):
     protocol_version: int = PROTOCOL_VERSION
     mode: Mode = "ack"
     services: list[ServiceInfo] = []
-
-
-def child_invocation_id(parent_id: str, index: int) -> str:
-    """The id of the invocation started by entry `index` of `parent_id` (the same on every replay)."""
-    digest = hashlib.sha256(f"{parent_id}\x00{index}".encode()).digest()[:16]
-    return "inv_" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
 
 
 def awakeable_id(invocation_id: str, index: int) -> str:

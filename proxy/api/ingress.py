@@ -28,8 +28,8 @@ from durable_core.errors import (
     UnsupportedMediaType,
     error_body,
 )
-from durable_core.machine import INVOCATION_ID_PATTERN
 from durable_core.records import InvocationRecord
+from handlers_sdk.ids import INVOCATION_ID_PATTERN
 from handlers_sdk.protocol import Failure
 from proxy.api.admission import Admission
 from proxy.api.http import Cors, check_json, exception_handlers, json_response, read_body
@@ -141,7 +141,7 @@ def _invocation_not_found(invocation_id: str) -> Response:
 
 def _invocation_id(text: str) -> str:
     if INVOCATION_ID_PATTERN.fullmatch(text) is None:
-        raise BadRequest(f"bad invocation id '{text}': expected inv_ and 26 characters of base32hex")
+        raise BadRequest(f"bad invocation id '{text}': expected inv_1 and 33 base62 characters")
     return text
 
 

@@ -18,6 +18,7 @@ import base64
 import datetime as dt
 import decimal
 import hashlib
+import json
 from typing import Any
 
 import msgspec
@@ -30,7 +31,16 @@ from handlers_sdk.protocol import PROTOCOL_VERSION
 from proxy.api.http import read_body
 from proxy.engine.runtime import Runtime, SqlSnapshot
 
-__all__ = ["ARROW_STREAM", "ROW_LIMIT", "TABLES", "query_endpoint", "run_query", "service_ty", "state_version"]
+__all__ = [
+    "ARROW_STREAM",
+    "ROW_LIMIT",
+    "TABLES",
+    "lift_subquery_aliases",
+    "query_endpoint",
+    "run_query",
+    "service_ty",
+    "state_version",
+]
 
 #: Most invocations, and most journal rows, one query loads.
 ROW_LIMIT = 10_000
@@ -233,6 +243,57 @@ def _json_value(value: Any) -> Any:
     return value
 
 
+def _run(con: Any, sql: str) -> Any:
+    """`sql`'s answer as an Arrow table (an empty one for a statement with no result)."""
+    import pyarrow as pa
+
+    # con.sql, not execute(): Arrow out of a DB-API result is an extra copy (DuckDB 2 warns).
+    relation = con.sql(sql)
+    return relation.to_arrow_table() if relation is not None else pa.table({})
+
+
+def _lift(node: Any) -> bool:
+    """Give every aliasless subquery in FROM whose own FROM is one named table that table's
+    alias (or name); True if any was given one."""
+    changed = False
+    if isinstance(node, dict):
+        if node.get("type") == "SUBQUERY" and not node.get("alias"):
+            inner = (node.get("subquery") or {}).get("node") or {}
+            source = inner.get("from_table") if isinstance(inner, dict) else None
+            if isinstance(source, dict) and source.get("type") == "BASE_TABLE":
+                node["alias"] = source.get("alias") or source.get("table_name")
+                changed = bool(node["alias"])
+        for value in node.values():
+            changed = _lift(value) or changed
+    elif isinstance(node, list):
+        for value in node:
+            changed = _lift(value) or changed
+    return changed
+
+
+def lift_subquery_aliases(con: Any, sql: str) -> str | None:
+    """`sql` with DataFusion's scoping of a derived table that has no alias: its one table's alias
+    stays visible outside it. Restate's CLI counts with ``SELECT COUNT(1) FROM (SELECT * FROM
+    sys_invocation inv LIMIT n) WHERE inv.target_service_name = ...``, which DataFusion binds and
+    DuckDB, as standard SQL, does not (the subquery is ``unnamed_subquery`` there). The rewrite
+    runs on DuckDB's own parse tree (``json_serialize_sql``, then ``json_deserialize_sql``): such a
+    subquery gets the alias (or the name) of the table it reads, which is what the outer
+    references mean. None when the SQL has no such subquery (or does not parse).
+
+    Only tried after DuckDB refused to bind the query as written, so a query that binds is never
+    rewritten."""
+    import duckdb
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
+        if tree.get("error") or not _lift(tree.get("statements")):
+            return None
+        lifted: str = con.execute("SELECT json_deserialize_sql(?)", [json.dumps(tree)]).fetchall()[0][0]
+    except duckdb.Error:  # a statement the serializer does not cover
+        return None
+    return lifted
+
+
 class _Query(msgspec.Struct, forbid_unknown_fields=False):
     query: str
 
@@ -261,12 +322,21 @@ def run_query(runtime: Runtime, sql: str, as_json: bool) -> tuple[bytes, str, bo
             states="state" in wanted,
             limit=ROW_LIMIT,
         )
-        for table in wanted:
-            con.register(table, _arrow_table(table, _rows(table, snapshot)))
+        # Every table exists, the ones the query does not name empty: `information_schema.columns`
+        # lists them all (the CLI asks it which columns there are before it reads a table).
+        for table in TABLES:
+            con.register(table, _arrow_table(table, _rows(table, snapshot) if table in wanted else []))
         try:
-            # con.sql, not execute(): Arrow out of a DB-API result is an extra copy (DuckDB 2 warns).
-            relation = con.sql(sql)
-            result: Any = relation.to_arrow_table() if relation is not None else pa.table({})
+            result = _run(con, sql)
+        except duckdb.BinderException as exc:
+            # Retried once with DataFusion's scoping of derived tables (see `lift_subquery_aliases`).
+            lifted = lift_subquery_aliases(con, sql)
+            if lifted is None:
+                raise BadRequest(f"query failed: {exc}") from None
+            try:
+                result = _run(con, lifted)
+            except duckdb.Error:
+                raise BadRequest(f"query failed: {exc}") from None
         except duckdb.Error as exc:
             raise BadRequest(f"query failed: {exc}") from None
     finally:

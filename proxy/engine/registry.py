@@ -17,6 +17,7 @@ from durable_core.machine import DeploymentRemoval, Machine
 from durable_core.records import DeploymentRecord, HandlerKind, ServiceLimits, ServiceRecord, ServiceType
 from durable_core.txn import Backend, Txn
 from handlers_sdk.clock import Clock
+from handlers_sdk.ids import UUID_WIDTH, base62_fixed
 from handlers_sdk.protocol import PROTOCOL_VERSION, Manifest, ServiceInfo, decode_manifest
 from proxy.engine.identity import Identity
 from proxy.engine.transport import Transport, TransportError
@@ -27,23 +28,13 @@ __all__ = ["Registry", "deployment_id"]
 log = logging.getLogger("proxy.engine.registry")
 
 
-#: Restate's base62 alphabet (digits, lower case, upper case: the `base62` crate's "alternative" one).
-_BASE62 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-#: Characters of a u128 in Restate's fixed-width base62.
-_U128_WIDTH = 22
-
-
 def deployment_id(uri: str) -> str:
     """A stable id per URI in Restate's id format, so that Restate's CLI parses it: ``dp_``, the id
     scheme version ``1``, then a u128 (here the first 16 bytes of sha256 of the URI) in fixed-width
     base62. Registering a URI already registered keeps the id it has (see `Registry.register`), so
     deployments stored with the older ``dp_<20 hex>`` ids keep theirs."""
     value = int.from_bytes(hashlib.sha256(uri.encode()).digest()[:16], "big")
-    digits = []
-    for _ in range(_U128_WIDTH):
-        value, digit = divmod(value, 62)
-        digits.append(_BASE62[digit])
-    return "dp_1" + "".join(reversed(digits))
+    return "dp_1" + base62_fixed(value, UUID_WIDTH)
 
 
 class Registry:

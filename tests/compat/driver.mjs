@@ -67,7 +67,7 @@ async function view(invocationId) {
 /** The awakeable id an invocation journaled (Review.review hands it to its reviewer). */
 function awakeableOf(invocationId) {
   return poll(async () => {
-    const found = JSON.stringify((await view(invocationId)).journal ?? []).match(/awk_[0-9a-v]+_\d+/);
+    const found = JSON.stringify((await view(invocationId)).journal ?? []).match(/awk_[0-9a-zA-Z]+_\d+/);
     return found?.[0];
   }, `an awakeable in ${invocationId}`);
 }

@@ -14,6 +14,7 @@ import pytest
 from handlers_sdk import Context, Service, TerminalError, Workflow, WorkflowContext
 from handlers_sdk.ack import AckClient
 from handlers_sdk.attempt import run_attempt
+from handlers_sdk.ids import legacy_child_invocation_id
 from handlers_sdk.protocol import (
     AwakeableEntry,
     CallEntry,
@@ -22,9 +23,11 @@ from handlers_sdk.protocol import (
     InvokeRequest,
     JournalItem,
     RunEntry,
+    SendEntry,
     SleepEntry,
     Suspended,
     awakeable_id,
+    child_invocation_id,
 )
 from handlers_sdk.testing import (
     Completion,
@@ -334,3 +337,27 @@ async def test_a_workflow_run_waits_for_a_delayed_signal() -> None:
     (sent,) = inv.sends
     assert rt.invocations[sent].result() is None
     assert isinstance(rt.invocations[sent].outcome, Completed)
+
+
+async def test_a_replayed_send_hands_out_the_child_id_its_journal_holds() -> None:
+    """An entry journaled before Restate's id format (an older SDK's child id) keeps its id on a
+    replay: the handle names the child that exists, not one derived by the current rule."""
+    svc = Service("Sender")
+
+    @svc.handler()
+    async def go(ctx: Context) -> list[str]:
+        return [
+            ctx.generic_send("Greeter", "greet", "Ada").invocation_id,
+            ctx.generic_send("Greeter", "greet").invocation_id,
+        ]
+
+    parent = "inv_06h10pn5ug0kun4knfugrrgr5k"
+    journaled = SendEntry(service="Greeter", handler="greet", input=msgspec.Raw(b'"Ada"'),
+                          invocation_id=legacy_child_invocation_id(parent, 0))  # fmt: skip
+    request = InvokeRequest(
+        invocation_id=parent, service="Sender", handler="go", attempt=2, token="t",
+        journal=[JournalItem(index=0, entry=journaled)],
+    )  # fmt: skip
+    outcome = await run_attempt(svc.handlers["go"], request, "suspend", AckClient())
+    assert isinstance(outcome, Completed)
+    assert msgspec.json.decode(outcome.value) == [journaled.invocation_id, child_invocation_id(parent, 1)]

@@ -6,12 +6,12 @@ purity of `durable_core`, by importing it in a subprocess.
   ``if TYPE_CHECKING:`` too, since a type-level dependency on the shell is a layering leak as
   well), asyncio, starlette, uvicorn, lmdb, aiohttp, httpx, uvloop, threading, socket or
   anything of `proxy`; from `handlers_sdk` it may use only the wire contract (`protocol`,
-  `replay`, `errors`). Two subprocess checks back this up. Importing `handlers_sdk.protocol`
+  `ids`, `replay`, `errors`). Two subprocess checks back this up. Importing `handlers_sdk.protocol`
   runs `handlers_sdk/__init__.py`, which imports the SDK's server side (asyncio, httpx), so:
 
   1. with `handlers_sdk` stubbed as a bare package (its ``__init__`` not run), every
      `durable_core` module imports with *all* the names above blocked by a meta-path finder,
-     and the only SDK modules loaded are the allowed three;
+     and the only SDK modules loaded are the allowed four;
   2. with the real `handlers_sdk` package, every `durable_core` module imports with the
      proxy-side names (lmdb, starlette, uvicorn, aiohttp, uvloop, httptools, proxy) blocked.
 
@@ -50,7 +50,7 @@ FORBIDDEN = frozenset(
 #: The proxy's own dependencies (and the proxy itself): blocked even with the real SDK package.
 PROXY_SIDE = frozenset({"lmdb", "starlette", "uvicorn", "aiohttp", "uvloop", "httptools", "watchfiles", "proxy"})
 #: The SDK modules durable_core may use: the wire contract.
-SDK_ALLOWED = frozenset({"handlers_sdk.protocol", "handlers_sdk.replay", "handlers_sdk.errors"})
+SDK_ALLOWED = frozenset({"handlers_sdk.protocol", "handlers_sdk.ids", "handlers_sdk.replay", "handlers_sdk.errors"})
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,10 @@ LMDB_MAX_KEY = 511
 
 def test_invocation_id_shape() -> None:
     inv = new_invocation_id(1_700_000_000_000, bytes(10))
-    assert inv.startswith("inv_")
-    assert inv.isascii()
-    assert inv[4:].isalnum() and inv[4:] == inv[4:].lower()
-    # 16 bytes -> 26 base32 characters, padding stripped.
-    assert len(inv) == 4 + 26
+    # Restate's form: inv_, scheme version 1, 11 + 22 base62 characters (see tests/unit/test_ids.py).
+    assert inv.startswith("inv_1")
+    assert inv.isascii() and inv[4:].isalnum()
+    assert len(inv) == 5 + 11 + 22
 
 
 def test_invocation_id_is_deterministic_given_time_and_entropy() -> None:
@@ -44,8 +43,8 @@ def test_invocation_ids_are_random_without_entropy() -> None:
 
 
 def test_invocation_ids_sort_by_creation_time_consecutive_ms() -> None:
-    # Regression: standard base32 ("a-z2-7") does not sort in ASCII order, so ids of
-    # consecutive milliseconds were out of order whenever a digit replaced a 'z'.
+    # Regression: an alphabet not in ASCII order (standard base32 "a-z2-7", base62 "0-9a-zA-Z")
+    # put ids of consecutive milliseconds out of order whenever a digit rolled over.
     start = 1_700_000_000_000
     ids = [new_invocation_id(t, bytes(10)) for t in range(start, start + 4096)]
     assert ids == sorted(ids)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import msgspec
 import pytest
 
-from durable_core.errors import Fenced, PayloadTooLarge
+from durable_core.errors import BadRequest, Fenced, PayloadTooLarge
 from durable_core.keys import START_INDEX
 from durable_core.records import Status
+from handlers_sdk.ids import legacy_child_invocation_id
 from handlers_sdk.protocol import (
     NULL,
     CallEntry,
@@ -197,3 +200,21 @@ def test_append_answers_with_the_entry_only_when_it_completed_on_the_spot(
         assert isinstance(done, PromisePeekEntry) and done.completed
     else:
         assert done is None
+
+
+@pytest.mark.parametrize("rule", [child_invocation_id, legacy_child_invocation_id], ids=["current", "legacy"])
+def test_a_call_creates_its_child_under_either_id_rule(world: World, rule: Callable[[str, int], str]) -> None:
+    """The child id of a call is derived from (parent, index): by the current rule (Restate's id
+    format) or by the rule of SDKs before it, so a handler whose SDK is not upgraded keeps working."""
+    record = world.start()
+    call = CallEntry(service="Greeter", handler="greet", input=RAW(b"1"), invocation_id=rule(record.id, 0))
+    world.append(record, 0, call)
+    assert call.invocation_id.encode() in world.keys("invocations")
+
+
+def test_a_call_with_an_id_of_no_rule_is_refused(world: World) -> None:
+    """A child id that neither rule derives would let a handler name (or collide with) any id."""
+    record = world.start()
+    call = CallEntry(service="Greeter", handler="greet", input=RAW(b"1"), invocation_id=world.start().id)
+    with pytest.raises(BadRequest, match="child id"):
+        world.append(record, 0, call)

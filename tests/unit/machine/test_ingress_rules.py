@@ -154,18 +154,19 @@ def test_a_workflow_run_can_be_submitted_with_a_delay(world: World) -> None:
 
 
 def test_every_id_the_proxy_creates_is_well_formed() -> None:
-    """Ingress ids and the ids of children of calls and sends (a digest in another alphabet, with
-    letters past 'v') both match the pattern the ingress checks ids with."""
-    import itertools
-
+    """Ingress ids, the ids of children of calls and sends, and the older forms a store may hold
+    (base32hex times, base32 digests with letters past 'v') all match the pattern the ingress
+    checks ids with."""
     from durable_core.keys import new_invocation_id
     from durable_core.machine import INVOCATION_ID_PATTERN
+    from handlers_sdk.ids import legacy_child_invocation_id
     from handlers_sdk.protocol import child_invocation_id
 
     parent = new_invocation_id(1_700_000_000_000)
+    legacy_parent = "inv_06h10pn5ug0kun4knfugrrgr5k"
     ids = [parent, *(child_invocation_id(parent, index) for index in range(200))]
-    assert all(INVOCATION_ID_PATTERN.fullmatch(i) for i in ids), [
-        i for i in ids if not INVOCATION_ID_PATTERN.fullmatch(i)
+    legacy = [legacy_parent, *(legacy_child_invocation_id(legacy_parent, index) for index in range(200))]
+    assert all(INVOCATION_ID_PATTERN.fullmatch(i) for i in ids + legacy), [
+        i for i in ids + legacy if not INVOCATION_ID_PATTERN.fullmatch(i)
     ]
-    children = "".join(itertools.chain.from_iterable(i[4:] for i in ids[1:]))
-    assert set(children) & set("wxyz"), "the digest alphabet reaches past 'v' (the case this guards)"
+    assert set("".join(i[4:] for i in legacy[1:])) & set("wxyz"), "old digests reach past 'v' (the case this guards)"

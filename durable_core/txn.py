@@ -46,6 +46,7 @@ DBS: dict[str, str] = {
     "flow": "sha256(service)[:8] sha256(limit group)[:16] -> FlowGroup (msgpack: slots taken, queued, GCRA time)",
     "flow_queue": "flow row key be64 seq -> invocation id waiting for a slot of that limit group",
     "limits": "service name -> ServiceLimits (msgpack) an operator set, in place of the code's",
+    "state_keys": "sha256(service, key) -> msgpack (service, key) of every object or workflow key with state",
 }
 
 

@@ -80,7 +80,7 @@ log = logging.getLogger("proxy.store.postgres")
 
 SCHEMA = "durable_proxy"
 #: The schema this code reads and writes; `_MIGRATIONS[v - 1]` brings version v - 1 to v.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 #: ``pg_advisory_xact_lock`` key held while migrating ("durable" as a big-endian integer).
 MIGRATION_LOCK = int.from_bytes(b"durable", "big")
 #: LMDB's key size limit, enforced here too so that a rule that builds a longer key fails alike.
@@ -130,6 +130,7 @@ _MIGRATIONS: list[tuple[str, ...]] = [
     ("schedules", "held", "pinned"),
     ("flow", "flow_queue", "limits"),
     (),  # version 4: the lease tables (`_DDL`), not key-value ones
+    ("state_keys",),
 ]  # fmt: skip
 #: What a version creates besides its key-value tables.
 _DDL: dict[int, tuple[str, ...]] = {4: leases.DDL}

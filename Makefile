@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test test-fast check lint bench bench-peers clean
+.PHONY: help install run test test-fast check lint bench bench-peers bench-stores clean
 
 ## List the targets (the default goal: plain `make` prints this).
 help:
@@ -55,6 +55,11 @@ bench: install
 ## The benchmark with Restate and DBOS measured in the same run (installs them under ~/.cache/durable-proxy-bench).
 bench-peers: install
 	$(PY) -m bench --size full --peers
+
+## LMDB x1 vs PostgreSQL x1/x2/x3 and a failover time (a private PostgreSQL cluster; issue 12).
+## `make bench-stores SIZE=tiny LEASE=2` for a quick run.
+bench-stores: install
+	$(PY) -m bench --stores --size $(or $(SIZE),full) $(if $(LEASE),--lease-time $(LEASE),)
 
 ## Remove .venv and the tool caches (./data, the proxy's LMDB data, is kept).
 clean:

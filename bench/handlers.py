@@ -9,6 +9,7 @@ Served by ``uvicorn bench.handlers:application`` (uvloop, httptools, one worker)
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from datetime import timedelta
@@ -61,6 +62,32 @@ async def crash_once(ctx: Context, n: int) -> dict[str, float]:
         _crashed_at[ctx.invocation_id] = time.time()
         raise RuntimeError("simulated crash after the last step")
     return {"crashed_at": _crashed_at.pop(ctx.invocation_id), "total": total}
+
+
+#: invocation ids whose first attempt has started (``paced_steps``): a retry does not sleep.
+_paced: set[str] = set()
+
+
+@bench.handler()
+async def paced_steps(ctx: Context, job: list[int]) -> int:
+    """``[n, ms]``: `n` durable steps of `ms` milliseconds each in the first attempt, instantaneous
+    in any later one (after a takeover the re-run steps are quick, so the failover time is the
+    proxies' own, not the steps'). Keeps invocations in flight for the failover measurement.
+    """
+    n, ms = job
+    first = ctx.invocation_id not in _paced
+    _paced.add(ctx.invocation_id)
+
+    async def paced(i: int) -> int:
+        if first:
+            await asyncio.sleep(ms / 1000)
+        return i
+
+    total = 0
+    for i in range(n):
+        total += await ctx.run("s", paced, i)
+    _paced.discard(ctx.invocation_id)
+    return total
 
 
 @bench.handler()

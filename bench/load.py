@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -64,7 +65,7 @@ class Client:
 
     async def run(
         self,
-        url: str,
+        url: str | Sequence[str],
         body: bytes,
         concurrency: int,
         *,
@@ -77,7 +78,8 @@ class Client:
 
         With `count`: exactly that many requests, all measured. With `seconds`: the workers run for
         `warmup` + `seconds`; only answers that arrive inside the `seconds` window are counted, so
-        the rate is completions per second of steady state.
+        the rate is completions per second of steady state. With several URLs (one per proxy),
+        successive requests go to them in turn (round-robin, whichever worker sends).
         """
         assert (count is None) != (seconds is None)
         result = Run()
@@ -89,13 +91,17 @@ class Client:
         post = self._session.post
         clock = time.perf_counter
         now = loop.time
+        urls = [url] if isinstance(url, str) else list(url)
+        turn = [0]
 
         async def worker() -> None:
             while remaining[0] > 0 and now() < deadline:
                 remaining[0] -= 1
+                target = urls[turn[0] % len(urls)]
+                turn[0] += 1
                 t0 = clock()
                 try:
-                    async with post(url, data=body, headers=_HEADERS) as response:
+                    async with post(target, data=body, headers=_HEADERS) as response:
                         await response.read()
                         status = response.status
                 except (aiohttp.ClientError, TimeoutError) as exc:

@@ -30,7 +30,7 @@ from bench.procs import (
     wait_for_quiet,
 )
 
-__all__ = ["SIZES", "Size", "run_benchmark"]
+__all__ = ["SIZES", "Size", "git_rev", "run_benchmark"]
 
 
 @dataclass(frozen=True)
@@ -181,7 +181,7 @@ def _mib(kib: dict[str, int]) -> dict[str, float]:
     return {f"{name}_mib": value / 1024 for name, value in kib.items()}
 
 
-def _git_rev() -> str:
+def git_rev() -> str:
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
@@ -268,7 +268,7 @@ def run_benchmark(size_name: str, transport: str = "aiohttp", quiet_wait: float 
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
-            "git": _git_rev(),
+            "git": git_rev(),
             "transport": transport,
             "load_generator": "aiohttp",
             "busy_before": busy_before,

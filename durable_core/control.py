@@ -22,7 +22,7 @@ from durable_core.effects import Effects
 from durable_core.errors import Conflict, NotFound
 from durable_core.flow import LimitsOf, no_limits
 from durable_core.journal import finish, new_token
-from durable_core.keyed import object_hash
+from durable_core.keyed import clear_state, object_hash
 from durable_core.keys import expiry_key, idempotency_key, invocation_key, journal_prefix
 from durable_core.lifecycle import complete, pause, start_attempt
 from durable_core.pins import pin, unpin
@@ -172,6 +172,6 @@ def purge(txn: Txn, invocation_id: str) -> None:
         workflow = object_hash(record.service, record.key)
         if txn.get("workflows", workflow) == key:
             txn.delete("workflows", workflow)
-            txn.delete_prefix("state", workflow)
+            clear_state(txn, record.service, record.key)
             txn.delete_prefix("promises", workflow)
             txn.delete_prefix("promise_waiters", workflow)

@@ -6,6 +6,11 @@ admission to completion; later ones wait in the key's inbox in arrival order and
 by the completion that releases the lock, in the same transaction. A state write is a journal
 entry and is applied to the ``state`` database in the transaction that journals it, so a state
 change never exists without its entry (nor the reverse) and a replay never applies it twice.
+
+State rows are keyed by a hash of the key, so ``state_keys`` keeps the plain (service, key) of
+every key with state, written with its state rows and removed with the last of them. Listings
+of all state (the admin API's SQL ``state`` table) read it: once every invocation of a key is
+purged, no other row holds the key.
 """
 
 from __future__ import annotations
@@ -26,11 +31,13 @@ __all__ = [
     "LOCKING_KINDS",
     "admit",
     "apply_state",
+    "clear_state",
     "object_hash",
     "promise_key",
     "read_promise",
     "read_promises",
     "read_state",
+    "read_state_keys",
     "release",
     "replace_state",
     "state_key",
@@ -42,6 +49,7 @@ LOCKING_KINDS: frozenset[HandlerKind] = frozenset({"exclusive", "workflow"})
 _BE64 = struct.Struct(">Q")
 _INBOX_SEQ = b"inbox_seq"
 _state_row = msgspec.msgpack.Decoder(tuple[str, bytes])
+_state_owner = msgspec.msgpack.Decoder(tuple[str, str])
 _encoder = msgspec.msgpack.Encoder()
 
 
@@ -131,11 +139,37 @@ def read_state(txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
     return state
 
 
+def read_state_keys(txn: ReadTxn, limit: int) -> tuple[list[tuple[str, str]], bool]:
+    """At most `limit` (service, key) pairs of keys with state, in hash order, and whether there
+    were more. Data written before ``state_keys`` existed has no rows there."""
+    keys: list[tuple[str, str]] = []
+    for _, value in txn.items_from("state_keys", b""):
+        if len(keys) == limit:
+            return keys, True
+        keys.append(_state_owner.decode(value))
+    return keys, False
+
+
+def _mark_state(txn: Txn, service: str, key: str) -> None:
+    # A plain put, idempotent: every state write repeats it rather than read first whether the
+    # key had state before.
+    txn.put("state_keys", object_hash(service, key), _encoder.encode((service, key)))
+
+
+def clear_state(txn: Txn, service: str, key: str) -> None:
+    """Delete every state entry of a key, and its ``state_keys`` row."""
+    owner = object_hash(service, key)
+    txn.delete_prefix("state", owner)
+    txn.delete("state_keys", owner)
+
+
 def replace_state(txn: Txn, service: str, key: str, state: dict[str, bytes]) -> None:
     """Replace the whole state of a key (the admin API's edit)."""
-    txn.delete_prefix("state", object_hash(service, key))
+    clear_state(txn, service, key)
     for name, raw in state.items():
         txn.put("state", state_key(service, key, name), _encoder.encode((name, raw)))
+    if state:
+        _mark_state(txn, service, key)
 
 
 def apply_state(txn: Txn, record: InvocationRecord, entry: Entry) -> None:
@@ -145,10 +179,14 @@ def apply_state(txn: Txn, record: InvocationRecord, entry: Entry) -> None:
     if isinstance(entry, SetStateEntry):
         row = _encoder.encode((entry.key, bytes(entry.value)))
         txn.put("state", state_key(record.service, record.key, entry.key), row)
+        _mark_state(txn, record.service, record.key)
     elif isinstance(entry, ClearStateEntry):
-        txn.delete("state", state_key(record.service, record.key, entry.key))
+        owner = object_hash(record.service, record.key)
+        txn.delete("state", owner + _name_hash(entry.key))
+        if _first_with_prefix(txn, "state", owner) is None:  # its last entry: no state left
+            txn.delete("state_keys", owner)
     elif isinstance(entry, ClearAllStateEntry):
-        txn.delete_prefix("state", object_hash(record.service, record.key))
+        clear_state(txn, record.service, record.key)
 
 
 def read_promise(txn: ReadTxn, service: str, key: str, name: str) -> PromiseRecord | None:

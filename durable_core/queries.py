@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from durable_core.errors import BadRequest, NotFound
-from durable_core.keyed import object_hash, read_promises, read_state
+from durable_core.keyed import object_hash, read_promises, read_state, read_state_keys
 from durable_core.records import (
     DeploymentRecord,
     InvocationRecord,
@@ -45,6 +45,11 @@ class Queries:
     def state(self, txn: ReadTxn, service: str, key: str) -> dict[str, bytes]:
         """The state of an object or workflow key: name -> JSON value."""
         return read_state(txn, service, key)
+
+    def keys_with_state(self, txn: ReadTxn, limit: int) -> tuple[list[tuple[str, str]], bool]:
+        """At most `limit` (service, key) pairs of object and workflow keys with state, and whether
+        there were more (the SQL introspection reads at most this many)."""
+        return read_state_keys(txn, limit)
 
     def promises(self, txn: ReadTxn, workflow: str, key: str) -> list[PromiseRecord]:
         """The durable promises of a workflow key that have been resolved or rejected."""

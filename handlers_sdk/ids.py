@@ -26,6 +26,20 @@ and 80 random bits (``0-9a-v``; they start with ``0`` until the year 2248), and,
 base32 of a digest (``a-z2-7``, never ``0``). Both stay valid (`INVOCATION_ID_PATTERN`). Every new
 id sorts after every old time-ordered one (``inv_1`` > ``inv_0``).
 
+Restate's CLI shows an awakeable as ``prom_1`` then the unpadded URL-safe base64 of 28 bytes: the
+invocation id's binary form, then the journal index of the awakeable entry (a big-endian u32);
+Restate's ingress accepts it with or without padding. The binary form holds the two fields as
+Restate's integers, which are **not** the base62 values of the text: Restate byte-swaps an integer
+(``to_be``) before writing it in base62 and swaps it back when reading (``from_be``), so on the
+little-endian machines Restate ships for, the integer is the byte-swap of the text's value, and
+its big-endian bytes are the text's value in little-endian order (8 bytes of the partition key
+field, then 16 of the uuid field). The CLI computes the id from an invocation id in Restate's
+form and a ``sys_journal`` row's index, so `restate_awakeable_id` and `parse_restate_awakeable_id`
+map it to exactly the invocation and index of the proxy's ``awk_`` id (the test holds one that
+Restate's CLI printed). An older id has no binary form, and its awakeables no ``prom_1`` id.
+(Restate's newer ``sign_1`` ids name a signal, numbered apart from the journal: they have no
+counterpart here.)
+
 Pure: no I/O, no clock (callers pass the time and the random bits).
 """
 
@@ -47,6 +61,8 @@ __all__ = [
     "encode_invocation_id",
     "legacy_child_invocation_id",
     "new_invocation_id",
+    "parse_restate_awakeable_id",
+    "restate_awakeable_id",
 ]
 
 #: Restate's base62 alphabet (digits, lower case, upper case: the `base62` crate's "alternative" one).
@@ -162,3 +178,56 @@ def legacy_child_invocation_id(parent_id: str, index: int) -> str:
     proxy still accepts it from an SDK that has not been upgraded."""
     digest = hashlib.sha256(f"{parent_id}\x00{index}".encode()).digest()[:16]
     return "inv_" + base64.b32encode(digest).decode("ascii").rstrip("=").lower()
+
+
+_AWAKEABLE_PREFIX = "prom_1"
+#: The binary invocation id (u64 partition key, u128 uuid) and the entry index (u32).
+_AWAKEABLE_BYTES = 8 + 16 + 4
+_BASE64URL = re.compile(r"[A-Za-z0-9_-]+={0,2}")
+
+
+def _restate_fields(invocation_id: str) -> tuple[int, int] | None:
+    """(partition key, uuid) of an id in Restate's form, or None (another form, or a field that
+    overflows its integer: Restate could not parse that id either)."""
+    if INVOCATION_ID_PATTERN.fullmatch(invocation_id) is None or not invocation_id.startswith(_PREFIX):
+        return None
+    body = invocation_id[len(_PREFIX) :]
+    partition_key = decode_base62(body[:PARTITION_KEY_WIDTH])
+    uuid = decode_base62(body[PARTITION_KEY_WIDTH:])
+    if partition_key >= 2**64 or uuid >= 2**128:
+        return None
+    return partition_key, uuid
+
+
+def restate_awakeable_id(invocation_id: str, index: int) -> str | None:
+    """The ``prom_1`` id Restate's CLI shows for the awakeable at entry `index` of `invocation_id`
+    (see the module docs), or None for an id that is not in Restate's form or an index that is
+    not a u32."""
+    fields = _restate_fields(invocation_id)
+    if fields is None or not 0 <= index < 2**32:
+        return None
+    # Little-endian: Restate's integer is the byte-swap of the text's value (see the module docs).
+    raw = fields[0].to_bytes(8, "little") + fields[1].to_bytes(16, "little") + index.to_bytes(4, "big")
+    return _AWAKEABLE_PREFIX + base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+
+
+def parse_restate_awakeable_id(awakeable: str) -> tuple[str, int] | None:
+    """(invocation id, entry index) of a ``prom_1`` awakeable id, padded or not; None when
+    `awakeable` is not one (only the canonical encoding of 28 bytes is one)."""
+    text = awakeable.removeprefix(_AWAKEABLE_PREFIX)
+    if text == awakeable or _BASE64URL.fullmatch(text) is None:
+        return None
+    unpadded = text.rstrip("=")
+    try:
+        raw = base64.urlsafe_b64decode(unpadded + "=" * (-len(unpadded) % 4))
+    except ValueError:  # binascii.Error: a length no encoding has
+        return None
+    # Re-encoding rejects what decodes leniently: stray padding, non-zero trailing bits (Restate's
+    # decoder refuses those too), so that one awakeable has one unpadded text.
+    if len(raw) != _AWAKEABLE_BYTES or base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=") != unpadded:
+        return None
+    if text != unpadded and len(text) != len(unpadded) + (-len(unpadded) % 4):
+        return None
+    partition_key, uuid = int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:24], "little")
+    invocation_id = _PREFIX + base62_fixed(partition_key, PARTITION_KEY_WIDTH) + base62_fixed(uuid, UUID_WIDTH)
+    return invocation_id, int.from_bytes(raw[24:], "big")

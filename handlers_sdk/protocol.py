@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from handlers_sdk.ids import child_invocation_id
+from handlers_sdk.ids import child_invocation_id, parse_restate_awakeable_id
 
 __all__ = [
     "ACK_PATH",
@@ -438,7 +438,11 @@ def awakeable_id(invocation_id: str, index: int) -> str:
 
 
 def parse_awakeable_id(awakeable: str) -> tuple[str, int] | None:
-    """Inverse of `awakeable_id`, or None when `awakeable` is not one."""
+    """(invocation id, entry index) of an awakeable id: the inverse of `awakeable_id`, and of the
+    ``prom_1`` form Restate's CLI shows for the same awakeable (`ids.restate_awakeable_id`); None
+    when `awakeable` is neither."""
+    if awakeable.startswith("prom_"):
+        return parse_restate_awakeable_id(awakeable)
     body = awakeable.removeprefix("awk_")
     head, sep, index = body.rpartition("_")
     # ASCII only: str.isdigit() and isalnum() also hold for "²" or "日" (int() then raises, or the

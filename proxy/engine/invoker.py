@@ -198,14 +198,30 @@ class Invoker:
         # envelope allowance past max_entry_bytes.
         self._machine.check_entry_size(item, request.invocation_id)
         now = self._clock.now_ms()
-        effects, journaled = await self._writer.submit(
-            lambda txn: self._machine.append(txn, request.invocation_id, request.attempt, request.token, item, now=now),
-            self._leases.fence(request.invocation_id),
-        )
+        try:
+            fence = self._leases.fence(request.invocation_id)
+            effects, journaled = await self._writer.submit(
+                lambda txn: self._machine.append(
+                    txn, request.invocation_id, request.attempt, request.token, item, now=now
+                ),
+                fence,
+            )
+        except Fenced as exc:
+            if "partition" in str(exc):  # not this attempt's fault: its partition moved (409)
+                log.info("ack of step %d of %s refused: %s", request.index, request.invocation_id, exc)
+            raise
         live.last_activity = self._clock.monotonic()
         if live.trace is not None:
             live.trace.journaled(request.index, journaled or request.entry, now)
         self._apply(effects)
+        if not self._leases.owns(request.invocation_id):
+            # Committed while this proxy owned the partition, but it may have been paused since
+            # (SIGSTOP) and the partition moved: a 200 now would let this attempt run its next
+            # step after the new owner journaled it. The entry stays; the attempt stops here.
+            log.info(
+                "ack of step %d of %s committed, but its partition moved: 409", request.index, request.invocation_id
+            )
+            raise Fenced(f"partition of {request.invocation_id} is no longer owned by this proxy: the attempt stops")
         return journaled
 
     # -- one attempt ----------------------------------------------------------------------------
@@ -277,6 +293,11 @@ class Invoker:
         if live.trace is not None:
             # W3C trace context: the handler's spans continue this attempt's span.
             headers = {**(headers or {}), "traceparent": live.trace.traceparent}
+        if not self._leases.owns(record.id):
+            # Paused (SIGSTOP) or cut off past the lease since this attempt was committed: its
+            # partition may have a new owner that journaled its steps meanwhile, and sending this
+            # attempt's older journal would run them again. Its outcome is fenced anyway.
+            return AttemptFailure(Failure(code=503, message="the partition is no longer owned by this proxy"))
         send = asyncio.ensure_future(self._transport.request("POST", url, body, headers=headers))
         faults.hit("invoker.after_send")
         timeout = self._settings.inactivity_timeout

@@ -95,7 +95,7 @@ class SqlSnapshot:
     truncated: bool = False
     #: Invocation id -> its journal rows (JSON `JournalItem`s), for the invocations read.
     journals: dict[str, list[bytes]] = dataclasses.field(default_factory=dict)
-    #: (service, key) -> state, for the object and workflow keys of the invocations read.
+    #: (service, key) -> state, for the keys with state (`state_keys`) and those of the invocations read.
     states: dict[tuple[str, str], dict[str, bytes]] = dataclasses.field(default_factory=dict)
     deployments: list[DeploymentRecord] = dataclasses.field(default_factory=list)
     services: list[ServiceRecord] = dataclasses.field(default_factory=list)
@@ -134,7 +134,7 @@ def backend_of(settings: Settings) -> Backend:
     if settings.store:
         from proxy.store.postgres import PostgresStore
 
-        return PostgresStore(settings.store, settings.partitions)
+        return PostgresStore(settings.store, settings.partitions, settings.lease_time)
     return Store(settings.data_dir, settings.map_size)
 
 
@@ -698,8 +698,10 @@ class Runtime:
     def sql_snapshot(self, invocations: bool, journals: bool, states: bool, limit: int) -> SqlSnapshot:
         """What `POST /query` reads, from one read transaction: deployments and services, and if
         asked the newest `limit` invocations, their journals (at most `limit` rows in all) and the
-        state of their object and workflow keys (the store keeps state under a hash of the key, so
-        the keys come from the invocations)."""
+        state of object and workflow keys: at most `limit` keys of those ``state_keys`` lists
+        (every key with state, also one whose invocations were all purged) and those of the
+        invocations read (state written before ``state_keys`` existed is only found through
+        them), skipping keys with no state."""
         snapshot = SqlSnapshot()
         with self.store.read() as txn:
             snapshot.deployments = self.machine.deployments(txn)
@@ -715,9 +717,15 @@ class Runtime:
                     break
                 snapshot.journals[record.id] = journal
                 rows += len(journal)
-            for record in snapshot.invocations if states else ():
-                if record.keyed and (record.service, record.key) not in snapshot.states:
-                    snapshot.states[record.service, record.key] = self.machine.state(txn, record.service, record.key)
+            if not states:
+                return snapshot
+            owners, more = self.machine.keys_with_state(txn, limit)
+            snapshot.truncated = snapshot.truncated or more
+            owners += [(record.service, record.key) for record in snapshot.invocations if record.keyed]
+            for owner in dict.fromkeys(owners):  # each key once, in order
+                state = self.machine.state(txn, *owner)
+                if state:
+                    snapshot.states[owner] = state
         return snapshot
 
     def status_counts(self) -> dict[str, int]:

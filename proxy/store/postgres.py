@@ -104,7 +104,11 @@ _CONNECT_DEFAULTS = {
     "application_name": "durable-proxy",
 }
 #: Session settings of every connection: a statement or lock wait never blocks a caller for long.
-_SESSION = "SET statement_timeout = '15s'; SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '60s'"
+#: The idle-in-transaction limit is the store's (`PostgresStore`: half a lease): a proxy paused or cut
+#: off in the middle of a write holds its lease rows locked, and no other proxy could take them over.
+_SESSION = (
+    "SET statement_timeout = '15s'; SET lock_timeout = '10s'; SET idle_in_transaction_session_timeout = '{idle}ms'"
+)
 #: synchronous_commit values weaker than "on", raised to "on" (stronger ones are kept).
 _WEAK_COMMIT = {"off", "local", "remote_write"}
 _BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SELECT 1"
@@ -175,7 +179,7 @@ class _Sql:
 
     __slots__ = (
         "after", "after_to", "before", "count", "delete", "existing", "first", "first_to", "get", "keys",
-        "keys_to", "last", "upsert",
+        "keys_to", "last", "update", "upsert",
     )  # fmt: skip
 
     def __init__(self, name: str) -> None:
@@ -200,6 +204,10 @@ class _Sql:
             " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
         )
         self.delete = q("DELETE FROM {t} WHERE key = ANY(%b::bytea[])")
+        self.update = q(
+            "UPDATE {t} SET value = v.value FROM unnest(%b::bytea[], %b::bytea[]) AS v(key, value)"
+            " WHERE {t}.key = v.key"
+        )
 
 
 _SQL = {name: _Sql(name) for name in DBS}
@@ -416,14 +424,24 @@ class PostgresTxn:
     """A write transaction (`durable_core.txn.Txn`): in-memory overlays over the committed rows,
     flushed to PostgreSQL in one transaction by the top-level `commit`."""
 
-    __slots__ = ("_ended", "_layers", "_root", "_session", "_store")
+    __slots__ = ("_ended", "_layers", "_root", "_seen", "_session", "_store")
 
-    def __init__(self, store: PostgresStore, session: _Session, layers: list[_Layer], root: PostgresTxn | None) -> None:
+    def __init__(
+        self,
+        store: PostgresStore,
+        session: _Session,
+        layers: list[_Layer],
+        root: PostgresTxn | None,
+        seen: dict[str, set[bytes]] | None = None,
+    ) -> None:
         self._store = store
         self._session = session
         self._layers = layers
         self._root = root
         self._ended = False
+        #: Keys read as present from the snapshot, per database (shared by the nested ones): their
+        #: writes must find the row still there (see `PostgresStore._write`).
+        self._seen: dict[str, set[bytes]] = {} if seen is None else seen
 
     # -- the overlay --------------------------------------------------------------------------------
 
@@ -466,7 +484,13 @@ class PostgresTxn:
         if value is not _MISSING:
             return value  # type: ignore[return-value]
         row = self._session.one(stmts.get, (key,))
-        return None if row is None else row[0]
+        if row is None:
+            return None
+        seen = self._seen.get(db)
+        if seen is None:
+            seen = self._seen[db] = set()
+        seen.add(key)
+        return row[0]  # type: ignore[no-any-return]
 
     def items_from(self, db: str, start: bytes) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs in key order, from the first key >= `start`."""
@@ -549,7 +573,7 @@ class PostgresTxn:
     def child(self) -> PostgresTxn:
         """A nested transaction: its writes join this one on `commit`, vanish on `abort`."""
         self._check_open()
-        return PostgresTxn(self._store, self._session, [*self._layers, _Layer()], self._root or self)
+        return PostgresTxn(self._store, self._session, [*self._layers, _Layer()], self._root or self, self._seen)
 
     def hold(self, owner: str, partitions: Collection[int]) -> dict[int, int]:
         """Lock the lease rows of `partitions` until this transaction ends and return those `owner`
@@ -566,7 +590,7 @@ class PostgresTxn:
             self._layers[-1].merge_into(self._layers[-2])
             return
         try:
-            self._store._flush(self._session, self._layers[0])
+            self._store._flush(self._session, self._layers[0], self._seen)
         finally:
             self._store._write_ended()
 
@@ -580,6 +604,14 @@ class PostgresTxn:
                 self._store._rollback(self._session)
             finally:
                 self._store._write_ended()
+
+
+class _RowLost(Exception):
+    """Rows the transaction read were gone when it wrote them (deleted by another proxy)."""
+
+    def __init__(self, db: str, count: int) -> None:
+        super().__init__(str(count))
+        self.db = db
 
 
 class _FlushError(Exception):
@@ -612,15 +644,18 @@ class PostgresStore:
         url: ``postgresql://user:password@host:port/dbname`` (libpq URL; its parameters apply).
         partitions: the partition count of a database this store creates (an existing one keeps
             its own: `partitions` is then what it has).
+        lease_time: seconds a proxy's leases outlive its heartbeat: PostgreSQL ends a transaction
+            of this store idle for half of it (a paused proxy's locks must not outlive its lease).
     """
 
-    def __init__(self, url: str, partitions: int = DEFAULT_PARTITIONS) -> None:
+    def __init__(self, url: str, partitions: int = DEFAULT_PARTITIONS, lease_time: float = 5.0) -> None:
         if not is_postgres_url(url):
             raise ValueError("a PostgreSQL store needs a postgresql:// URL")
         if not 1 <= partitions <= MAX_PARTITIONS:
             raise ValueError(f"partitions must be 1 to {MAX_PARTITIONS}")
         #: How many partitions the database has (read from it by `open`).
         self.partitions = partitions
+        self._idle_in_transaction_ms = max(500, int(lease_time * 500))
         #: The URL as it may be shown (logs, errors, stats): the password replaced by ***.
         self.url = redact(url)
         params = conninfo_to_dict(url)
@@ -723,7 +758,7 @@ class PostgresStore:
             self._mark_down(reason)
             raise StoreUnavailable(f"PostgreSQL at {self.url} is unavailable: {reason}") from None
         try:
-            conn.execute(_SESSION.encode())
+            conn.execute(_SESSION.format(idle=self._idle_in_transaction_ms).encode())
             level = conn.execute(b"SHOW synchronous_commit").fetchone()
             if level is not None and level[0] in _WEAK_COMMIT:
                 conn.execute(b"SET synchronous_commit = on")
@@ -928,14 +963,20 @@ class PostgresStore:
     def _write_ended(self) -> None:
         self._writing = False
 
-    def _flush(self, session: _Session, layer: _Layer) -> None:
+    def _flush(self, session: _Session, layer: _Layer, seen: dict[str, set[bytes]]) -> None:
         """Write the overlay in one transaction; returns once it is committed (durably).
 
         Raises:
             StoreUnavailable: the connection broke (if during COMMIT, the outcome is unknown).
         """
         try:
-            self._write(session.conn, layer)
+            self._write(session.conn, layer, seen)
+        except _RowLost as lost:
+            self._rollback(session)
+            raise StoreConflict(
+                f"PostgreSQL at {self.url}: a concurrent write won: {lost} rows of {lost.db} read by this "
+                "transaction were deleted meanwhile"
+            ) from None
         except _FlushError as failed:
             # No second try on a new connection: the reads this flush depends on were made in the
             # transaction that broke (a stale connection was replaced by `begin`, before them).
@@ -948,15 +989,30 @@ class PostgresStore:
             return StoreUnavailable(f"{failure.message} (during COMMIT: the write may or may not have been committed)")
         return failure
 
-    def _write(self, conn: _Conn, layer: _Layer) -> None:
+    def _write(self, conn: _Conn, layer: _Layer, seen: dict[str, set[bytes]]) -> None:
+        """Flush and COMMIT. A row the transaction read is written by UPDATE (or DELETE) that must
+        find it: at REPEATABLE READ, a row another transaction deleted and committed meanwhile
+        raises no serialization failure for an upsert (it just inserts it again), so a rule that
+        decided from that row would commit on a row that no longer is (`_RowLost`)."""
         committing = False
         try:
             for db, changes in layer.changes.items():
                 stmts = _SQL[db]
-                keys = [key for key, value in changes.items() if value is not None]
-                gone = [key for key, value in changes.items() if value is None]
+                read = seen.get(db, set())
+                present = [key for key, value in changes.items() if value is not None and key in read]
+                keys = [key for key, value in changes.items() if value is not None and key not in read]
+                gone_read = [key for key, value in changes.items() if value is None and key in read]
+                gone = [key for key, value in changes.items() if value is None and key not in read]
+                if present:
+                    found = conn.execute(stmts.update, (present, [changes[key] for key in present]), binary=True)
+                    if found.rowcount != len(present):
+                        raise _RowLost(db, len(present) - found.rowcount)
                 if keys:
                     conn.execute(stmts.upsert, (keys, [changes[key] for key in keys]), binary=True)
+                if gone_read:
+                    found = conn.execute(stmts.delete, (gone_read,), binary=True)
+                    if found.rowcount != len(gone_read):
+                        raise _RowLost(db, len(gone_read) - found.rowcount)
                 if gone:
                     conn.execute(stmts.delete, (gone,), binary=True)
             committing = True

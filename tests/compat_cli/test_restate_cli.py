@@ -6,9 +6,11 @@ Each test makes its own invocations (its own targets or keys), so the order does
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from pathlib import Path
 
+from handlers_sdk.ids import restate_awakeable_id
 from handlers_sdk.protocol import child_invocation_id
 from tests.compat_cli.conftest import Restate, World
 
@@ -107,6 +109,22 @@ def test_invocations_describe(restate: Restate, world: World) -> None:
     assert described.code == 0 and "Summarizer/summarize" in described.out, described
 
 
+def test_the_awakeable_id_describe_shows_resolves_the_awakeable(restate: Restate, world: World) -> None:
+    """The CLI prints an awakeable as ``prom_1...``, computed from the invocation id and the
+    entry's index; the ingress takes that id for the same awakeable."""
+    inv_id = _suspended_review(world, "prom")
+    result = restate("invocations", "describe", inv_id)
+    assert result.code == 0, result
+    shown = re.findall(r"prom_1[A-Za-z0-9_-]+", result.out)
+    assert shown == [restate_awakeable_id(inv_id, 1)], result  # entry 1: the call is entry 0
+    resolved = world.proxy.http.post(
+        f"{world.proxy.ingress}/restate/awakeables/{shown[0]}/resolve", json={"decision": "approved"}
+    )
+    assert resolved.status_code == 202, resolved.text
+    world.proxy.wait_status(inv_id, "completed")
+    assert world.proxy.output(inv_id).json()["outcome"] == "approved"
+
+
 def test_invocations_cancel_by_target(restate: Restate, world: World) -> None:
     ids = [_suspended_review(world, "cancel-1"), _suspended_review(world, "cancel-2")]
     result = restate("invocations", "cancel", "--yes", "Review/review")
@@ -170,6 +188,27 @@ def test_state_get_and_edit(restate: Restate, world: World, tmp_path: Path) -> N
     assert edited.code == 0, edited
     assert world.admin("GET", f"/services/Counter/state/{key}").json()["state"] == {"count": 40}
     assert world.proxy.call(f"Counter/{key}/add", 1).json() == 41
+
+
+def test_state_of_a_key_whose_invocations_were_all_purged(restate: Restate, world: World) -> None:
+    """A key's state belongs to the key: once every invocation of it is purged, ``select * from
+    state`` and ``restate state get`` still show it."""
+    key = _key()
+    ids = [world.proxy.call(f"Counter/{key}/add", n).headers["x-restate-id"] for n in (2, 3)]
+    for inv_id in ids:
+        assert world.admin("PATCH", f"/invocations/{inv_id}/purge").status_code == 200
+        assert world.admin("GET", f"/invocations/{inv_id}").status_code == 404
+    answer = world.admin(
+        "POST", "/query", headers={"accept": "application/json"},
+        json={"query": f"select * from state where service_name = 'Counter' and service_key = '{key}'"},
+    )  # fmt: skip
+    assert answer.status_code == 200, answer.text
+    rows = answer.json()["rows"]
+    assert [(r["service_name"], r["service_key"], r["key"], r["value_utf8"]) for r in rows] == [
+        ("Counter", key, "count", "5")
+    ], rows
+    got = restate("state", "get", "Counter", key)
+    assert got.code == 0 and "count" in got.out and " 5 " in got.out, got
 
 
 def test_sql(restate: Restate, world: World) -> None:

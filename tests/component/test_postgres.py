@@ -157,7 +157,7 @@ def test_a_version_1_schema_is_migrated_to_every_table_of_now(url: str) -> None:
     store.open()
     store.close()
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in sorted(set(DBS) - _VERSION_1_TABLES) + ["members", "leases", "cluster"]:
+        for name in [*sorted(set(DBS) - _VERSION_1_TABLES), "members", "leases", "cluster"]:
             conn.execute(f"DROP TABLE {SCHEMA}.{name}")
         conn.execute(f"UPDATE {SCHEMA}.schema_version SET version = 1")
     migrated = PostgresStore(url)

@@ -601,6 +601,8 @@ class Cluster:
         self.ledger = Ledger(tmp_path / "ledger.txt")
         self.history = History(tmp_path / "history.jsonl")
         self.seed = int.from_bytes(os.urandom(4), "big")
+        #: More sections for `report` (each called when a test fails; it must not raise).
+        self.extra_reports: list[Callable[[], str]] = []
 
     def handler(
         self,
@@ -651,6 +653,7 @@ class Cluster:
             if isinstance(proc, ProxyProc) and proc.alive:
                 parts.append(f"---- unfinished invocations seen by {proc.name} ----")
                 parts.append(proc.dump_unfinished())
+        parts.extend(extra() for extra in self.extra_reports)
         return "\n".join(parts)
 
     def close(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import random
+import struct
 
 import pytest
 
@@ -15,7 +17,10 @@ from handlers_sdk.ids import (
     decode_base62,
     legacy_child_invocation_id,
     new_invocation_id,
+    parse_restate_awakeable_id,
+    restate_awakeable_id,
 )
+from handlers_sdk.protocol import awakeable_id, parse_awakeable_id
 
 #: An id of the older base32hex form (time, then entropy) and its creation time.
 LEGACY = "inv_06h10pn5ug0kun4knfugrrgr5k"
@@ -113,3 +118,67 @@ def test_malformed_ids_do_not_match(text: str) -> None:
 def test_new_invocation_id_needs_80_bits_of_entropy() -> None:
     with pytest.raises(ValueError):
         new_invocation_id(1, bytes(9))
+
+
+# -- awakeable ids in Restate's form ----------------------------------------------------------
+
+
+def restate_awakeable(inv: str, index: int) -> str:
+    """What Restate's ``AwakeableIdentifier`` prints (crates/types identifiers, id_util,
+    base62_util): ``prom_1``, then URL-safe base64 without padding of the invocation id's bytes
+    (partition key u64 BE, uuid u128 BE) and the entry index (u32 BE), where each integer is what
+    ``IdStrCursor::decode_next`` read from the text: ``from_be`` of the base62 value, a byte swap
+    on the little-endian machines Restate runs on."""
+    partition_key, uuid = restate_parse(inv)
+    partition_key = int.from_bytes(partition_key.to_bytes(8, "little"), "big")  # from_be on LE
+    uuid = int.from_bytes(uuid.to_bytes(16, "little"), "big")
+    raw = struct.pack(">Q", partition_key) + uuid.to_bytes(16, "big") + struct.pack(">I", index)
+    return "prom_1" + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+#: An invocation id and its awakeable at entry 1 as Restate's CLI 1.7.12 printed it
+#: (``restate invocations describe``).
+CLI_INVOCATION = "inv_1000mx6sg5vv0357YwgVb2ccaBoz8pfvbe"
+CLI_AWAKEABLE = "prom_1dYjceCxIAAAMBw0-n1cocLyby4UzOaIBAAAAAQ"
+
+
+def test_an_awakeable_prints_as_restates_cli_shows_it() -> None:
+    assert restate_awakeable_id(CLI_INVOCATION, 1) == restate_awakeable(CLI_INVOCATION, 1) == CLI_AWAKEABLE
+    assert parse_restate_awakeable_id(CLI_AWAKEABLE) == (CLI_INVOCATION, 1)
+
+
+@pytest.mark.parametrize("index", [0, 1, 7, 2**32 - 1])
+def test_restates_awakeable_id_names_the_same_invocation_and_entry(index: int) -> None:
+    for inv in (new_invocation_id(1_700_000_000_000, random.Random(index).randbytes(10)),
+                child_invocation_id(new_invocation_id(5, bytes(10)), 3)):  # fmt: skip
+        restate = restate_awakeable_id(inv, index)
+        assert restate == restate_awakeable(inv, index)
+        assert parse_restate_awakeable_id(restate) == (inv, index)
+        # The ingress reads either form as the same awakeable, padded or not (as Restate does).
+        assert parse_awakeable_id(restate) == parse_awakeable_id(awakeable_id(inv, index)) == (inv, index)
+        assert parse_awakeable_id(restate + "=" * (-len(restate.removeprefix("prom_1")) % 4)) == (inv, index)
+
+
+def test_ids_without_a_binary_form_have_no_restate_awakeable_id() -> None:
+    assert restate_awakeable_id(LEGACY, 1) is None  # the older forms
+    assert restate_awakeable_id(legacy_child_invocation_id(LEGACY, 1), 1) is None
+    assert restate_awakeable_id("inv_1" + "Z" * 33, 1) is None  # fields past u64 / u128
+    inv = new_invocation_id(1, bytes(10))
+    assert restate_awakeable_id(inv, -1) is None and restate_awakeable_id(inv, 2**32) is None
+
+
+_GOOD = restate_awakeable_id(new_invocation_id(1_700_000_000_000, bytes(range(10))), 4) or ""
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "prom_1", "prom_2" + _GOOD[6:], "prom_" + _GOOD[6:], "sign_1" + _GOOD[6:], "prom_1" + _GOOD[7:],
+        _GOOD + "A", _GOOD[:-1], _GOOD + "=", _GOOD + "===", _GOOD[:-1] + "h",  # trailing bits set
+        _GOOD.replace("_", "/", 2), _GOOD[:-2] + "+A", _GOOD + "\u00e9", "prom_1" + "A" * 37 + "=",
+        "prom_1" + base64.urlsafe_b64encode(bytes(24)).decode(),  # no entry index
+    ],
+)  # fmt: skip
+def test_malformed_restate_awakeable_ids_are_refused(text: str) -> None:
+    assert parse_restate_awakeable_id(text) is None
+    assert parse_awakeable_id(text) is None

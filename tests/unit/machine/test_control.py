@@ -242,8 +242,10 @@ def test_purge_removes_every_row_of_an_invocation(world: World) -> None:
     assert world.get_row("inputs", record.id.encode()) is None
     assert world.get_row("idempotency", idempotency_key("Counter", "add", "k", "idem")) is None
     assert len(world.keys("expiry")) == 1 and world.exists(keep.id)
-    # An object's state belongs to its key, not to one invocation: it stays.
+    # An object's state belongs to its key, not to one invocation: it stays, and so does its key
+    # in `state_keys` (which is how the SQL `state` table still finds it).
     assert world.read(lambda txn: world.machine.state(txn, "Counter", "k")) == {"n": b"1"}
+    assert world.read(lambda txn: world.machine.keys_with_state(txn, 10)) == ([("Counter", "k")], False)
     again, created, _ = world.submit("Counter", "add", "k", idempotency="idem")
     assert created and again.id != record.id
 
@@ -262,6 +264,7 @@ def test_purging_a_workflow_run_frees_its_key(world: World) -> None:
     world.act("purge", run.id)
     assert world.read(lambda txn: world.machine.workflow_run(txn, "Signup", "alice")) is None
     assert world.read(lambda txn: world.machine.state(txn, "Signup", "alice")) == {}
+    assert world.read(lambda txn: world.machine.keys_with_state(txn, 10)) == ([("Signup", "bob")], False)
     assert world.read(lambda txn: read_promise(txn, "Signup", "alice", "done")) is None
     assert world.keys("promise_waiters") == []
     assert world.read(lambda txn: world.machine.state(txn, "Signup", "bob")) == {"s": b"1"}

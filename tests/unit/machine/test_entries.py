@@ -7,9 +7,10 @@ import msgspec
 import pytest
 
 from durable_core.errors import BadRequest, NotFound
-from durable_core.keyed import promise_key, read_promise
+from durable_core.keyed import object_hash, promise_key, read_promise
 from durable_core.keys import START_INDEX, journal_key, split_timer_key, timer_key
 from durable_core.records import InvocationRecord, PromiseRecord
+from durable_core.txn import Txn
 from handlers_sdk.protocol import (
     NULL,
     AwakeableEntry,
@@ -31,6 +32,12 @@ from handlers_sdk.protocol import (
 from tests.unit.machine.world import NOW, World
 
 RAW = msgspec.Raw
+
+
+def _keys_with_state(world: World) -> list[tuple[str, str]]:
+    keys, more = world.read(lambda txn: world.machine.keys_with_state(txn, 100))
+    assert not more
+    return sorted(keys)
 
 
 def _state(world: World, service: str, key: str) -> dict[str, bytes]:
@@ -254,6 +261,51 @@ def test_state_writes_are_applied_with_their_entry(world: World, service: str, h
     assert _state(world, service, key) == {}
     assert _state(world, service, "neighbour") == {"n": b"0"}
     assert [item.index for item in world.items(record.id)] == [0, 1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize(("service", "handler", "key"), [("Counter", "add", "k"), ("Signup", "run", "alice")])
+def test_state_keys_list_every_key_with_state(world: World, service: str, handler: str, key: str) -> None:
+    """``state_keys`` holds the plain (service, key) of a key from its first state write until
+    its state is empty again: clear-all, or a clear of its last entry (not of another one)."""
+    record = world.start(service, handler, key)
+    assert _keys_with_state(world) == []
+    world.append(record, 0, SetStateEntry(key="a", value=RAW(b"1")))
+    world.append(record, 1, SetStateEntry(key="b", value=RAW(b"2")))
+    assert _keys_with_state(world) == [(service, key)]
+    assert world.keys("state_keys") == [object_hash(service, key)]
+    world.append(record, 2, ClearStateEntry(key="a"))
+    assert _keys_with_state(world) == [(service, key)]
+    world.append(record, 3, ClearStateEntry(key="b"))
+    assert _keys_with_state(world) == []
+    world.append(record, 4, SetStateEntry(key="c", value=RAW(b"3")))
+    assert _keys_with_state(world) == [(service, key)]
+    world.append(record, 5, ClearAllStateEntry())
+    assert _keys_with_state(world) == [] and world.keys("state_keys") == []
+
+
+def test_state_keys_follow_the_admin_edit(world: World) -> None:
+    """Replacing a key's state lists it when the new state has an entry and unlists it when not;
+    a key listed once is listed once however often it is written."""
+    world.write(lambda txn: world.machine.replace_state(txn, "Counter", "k/with\x00odd", {"n": b"1"}))
+    world.write(lambda txn: world.machine.replace_state(txn, "Counter", "k/with\x00odd", {"n": b"2", "m": b"3"}))
+    world.write(lambda txn: world.machine.replace_state(txn, "Counter", "other", {"n": b"1"}))
+    assert _keys_with_state(world) == [("Counter", "k/with\x00odd"), ("Counter", "other")]
+    world.write(lambda txn: world.machine.replace_state(txn, "Counter", "other", {}))
+    assert _keys_with_state(world) == [("Counter", "k/with\x00odd")]
+
+
+def test_keys_with_state_stops_at_the_limit(world: World) -> None:
+    """At most `limit` keys, and whether there were more."""
+
+    def fill(txn: Txn) -> None:
+        for n in range(3):
+            world.machine.replace_state(txn, "Counter", f"k{n}", {"n": b"1"})
+
+    world.write(fill)
+    keys, more = world.read(lambda txn: world.machine.keys_with_state(txn, 2))
+    assert len(keys) == 2 and more
+    keys, more = world.read(lambda txn: world.machine.keys_with_state(txn, 3))
+    assert len(keys) == 3 and not more
 
 
 @pytest.mark.parametrize(

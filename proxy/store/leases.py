@@ -22,13 +22,13 @@ never the writer's).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:  # psycopg is imported only on PostgreSQL (an LMDB proxy never loads libpq)
+    import psycopg
 
 __all__ = ["DDL", "FENCE", "Ownership", "heartbeat", "leave", "partition_count", "release", "seed", "take"]
 
-_Conn = psycopg.Connection[tuple[Any, ...]]
 
 #: What the migration to schema version 4 creates (its rows are added by `seed`).
 DDL: tuple[str, ...] = (
@@ -45,7 +45,7 @@ FENCE = (
 )
 
 
-def seed(conn: _Conn, partitions: int) -> None:
+def seed(conn: psycopg.Connection[tuple[Any, ...]], partitions: int) -> None:
     """Record the partition count and create one lease row per partition (inside the migration)."""
     conn.execute(b"INSERT INTO durable_proxy.cluster (one, partitions) VALUES (true, %s)", (partitions,))
     conn.execute(
@@ -54,7 +54,7 @@ def seed(conn: _Conn, partitions: int) -> None:
     )
 
 
-def partition_count(conn: _Conn) -> int:
+def partition_count(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
     """The partition count the database was created with."""
     row = conn.execute(b"SELECT partitions FROM durable_proxy.cluster").fetchone()
     if row is None:
@@ -87,7 +87,7 @@ _FREE = (
 )
 
 
-def heartbeat(conn: _Conn, proxy: str, lease_ms: int) -> Ownership:
+def heartbeat(conn: psycopg.Connection[tuple[Any, ...]], proxy: str, lease_ms: int) -> Ownership:
     """Renew `proxy`'s heartbeat (and so every lease it holds) for `lease_ms`; read what it owns."""
     with conn.transaction():
         conn.execute(
@@ -103,7 +103,7 @@ def heartbeat(conn: _Conn, proxy: str, lease_ms: int) -> Ownership:
     return Ownership(owned, members, int(free_row[0]) if free_row else 0)
 
 
-def take(conn: _Conn, proxy: str, count: int) -> dict[int, int]:
+def take(conn: psycopg.Connection[tuple[Any, ...]], proxy: str, count: int) -> dict[int, int]:
     """Take up to `count` partitions that have no live owner; returns partition -> new epoch.
 
     Rows an owner holds locked right now (a commit in flight) are skipped, not waited for.
@@ -122,7 +122,7 @@ def take(conn: _Conn, proxy: str, count: int) -> dict[int, int]:
     return {int(p): int(e) for p, e in rows}
 
 
-def release(conn: _Conn, proxy: str, partitions: list[int]) -> None:
+def release(conn: psycopg.Connection[tuple[Any, ...]], proxy: str, partitions: list[int]) -> None:
     """Hand partitions back (still owned by `proxy`): free for any proxy at once."""
     if not partitions:
         return
@@ -133,7 +133,7 @@ def release(conn: _Conn, proxy: str, partitions: list[int]) -> None:
         )
 
 
-def leave(conn: _Conn, proxy: str) -> None:
+def leave(conn: psycopg.Connection[tuple[Any, ...]], proxy: str) -> None:
     """A proxy stopping: release every lease it holds and remove its heartbeat."""
     with conn.transaction():
         conn.execute(b"UPDATE durable_proxy.leases SET owner = NULL WHERE owner = %s", (proxy,))
